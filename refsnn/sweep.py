@@ -1,0 +1,246 @@
+"""A small sweep layer: apply one function to a list of independent points, resumably.
+
+    run_sweep(fn, points, out_dir, *, name=None, workers=None, scheduler=None, progress=True)
+        -> [fn(point) for point in points]          (in the order of ``points``)
+
+A *point* is a JSON-able description of one unit of work (a dict of plain values: numbers,
+strings, lists, dicts) that says everything its result depends on, including the seed; ``fn``
+is a module-level function (so that it pickles) returning a JSON-able dict. Each result is
+written to ``out_dir/<name(point)>.json`` as ``{"point": ..., "result": ...}`` via a temporary
+file and a rename, so an interrupted sweep leaves only whole files behind. Running the same
+sweep again reuses every file whose stored point equals the requested one and computes the rest;
+a file holding a different point (another seed, another configuration) is recomputed and
+overwritten. JSON floats round-trip exactly, so a resumed sweep returns the same numbers as a
+fresh one.
+
+Where the work runs:
+- ``workers == 1``: in this process, one point after the other;
+- ``workers > 1`` (default ``os.cpu_count()``): a pool of local processes ("spawn" start method,
+  the same on every platform);
+- ``scheduler="tcp://host:8786"``: a Dask distributed cluster (the optional extra ``dask``,
+  imported only here and only then). Workers need refsnn installed; results come back to this
+  process, which alone writes the files, so the cluster needs no shared file system.
+
+Results never depend on where a point ran: a point's randomness must come from the point itself
+(e.g. ``numpy.random.SeedSequence(seed, spawn_key=(repeat,))``), never from worker state.
+This module knows nothing about spiking networks, and imports neither matplotlib nor scipy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence, TextIO
+
+from .errors import RefsnnError
+
+PROGRESS_DELAY = 2.0      # seconds before the progress bar first appears (short runs stay quiet)
+
+
+# ----------------------------------------------------------------------------- point files
+
+def canonical_json(value: Any) -> str:
+    """The one text of a JSON-able value used to compare points (sorted keys, no spaces)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def default_name(point: Any) -> str:
+    """A file name for a point: the first 16 hex digits of the SHA-256 of its canonical JSON."""
+    return hashlib.sha256(canonical_json(point).encode()).hexdigest()[:16]
+
+
+def _check_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._=+-]+", name) or name.startswith("."):
+        raise ValueError(f"point file name {name!r} must use letters, digits and . _ = + - only")
+    return name
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    """Write ``value`` as JSON to ``path`` via a temporary file in the same folder and a rename."""
+    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
+                                         delete=False, encoding="utf-8")
+    try:
+        with handle:
+            json.dump(value, handle, allow_nan=False)
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+def load_finished(path: Path, point: Any) -> dict | None:
+    """The stored result of ``point`` in ``path``, or None if absent, unreadable or for another point."""
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stored, dict) or "result" not in stored:
+        return None
+    if canonical_json(stored.get("point")) != canonical_json(point):
+        return None
+    return stored["result"]
+
+
+# ----------------------------------------------------------------------------- progress bar
+
+class Progress:
+    """A one-line progress bar on stderr, shown once a run has lasted ``delay`` seconds.
+
+    On a terminal the line is redrawn in place; otherwise (a log file) a line is printed at every
+    tenth of the work, so logs stay short.
+    """
+
+    def __init__(self, total: int, *, done: int = 0, label: str = "sweep", stream: TextIO | None = None,
+                 delay: float = PROGRESS_DELAY, enabled: bool = True):
+        self.total, self.done, self.label = total, done, label
+        self.stream = stream if stream is not None else sys.stderr
+        self.delay, self.enabled = delay, enabled and total > 0
+        self.start = time.monotonic()
+        self.first_done = done            # points reused from disk: excluded from the rate
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.shown = False
+        self.last_draw = 0.0
+        self.last_decile = -1
+
+    def _line(self) -> str:
+        elapsed = time.monotonic() - self.start
+        width = 30
+        filled = int(width * self.done / self.total)
+        bar = "#" * filled + "." * (width - filled)
+        computed = self.done - self.first_done
+        left = self.total - self.done
+        eta = f", ~{elapsed / computed * left:.0f}s left" if computed and left else ""
+        return f"{self.label} [{bar}] {self.done}/{self.total} points, {elapsed:.0f}s{eta}"
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self.start < self.delay:
+            return
+        if self.tty:
+            if now - self.last_draw >= 0.2 or self.done == self.total:
+                self.stream.write("\r" + self._line())
+                self.stream.flush()
+                self.last_draw, self.shown = now, True
+        else:
+            decile = 10 * self.done // self.total
+            if decile != self.last_decile:
+                self.stream.write(self._line() + "\n")
+                self.stream.flush()
+                self.last_decile, self.shown = decile, True
+
+    def close(self) -> None:
+        if self.enabled and self.shown and self.tty:
+            self.stream.write("\r" + self._line() + "\n")
+            self.stream.flush()
+
+
+# ----------------------------------------------------------------------------- runners
+
+def _ignore_sigint() -> None:
+    """Pool worker initialiser: Ctrl-C is handled by the parent, which cancels the pool."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run_local(fn: Callable, todo: list[tuple[int, Any]], workers: int, on_result: Callable) -> None:
+    if workers == 1 or len(todo) == 1:
+        for index, point in todo:
+            on_result(index, fn(point))
+        return
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), initializer=_ignore_sigint,
+                               mp_context=multiprocessing.get_context("spawn"))
+    try:
+        pending = {pool.submit(fn, point): index for index, point in todo}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                on_result(pending.pop(future), future.result())
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _run_dask(fn: Callable, todo: list[tuple[int, Any]], scheduler: str, on_result: Callable) -> None:
+    try:
+        from dask.distributed import Client, as_completed
+    except ImportError:
+        raise RefsnnError("--scheduler needs dask.distributed, which is not installed: "
+                          "pip install 'refsnn[dask]'") from None
+    try:
+        client = Client(scheduler, timeout=20, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise RefsnnError(f"--scheduler: cannot connect to the Dask scheduler at {scheduler!r}: {exc}") from None
+    futures: dict = {}
+    try:
+        futures = {client.submit(fn, point, pure=False): index for index, point in todo}
+        for future in as_completed(list(futures)):
+            on_result(futures[future], future.result())
+    except BaseException:
+        client.cancel(list(futures))
+        raise
+    finally:
+        client.close()
+
+
+def run_sweep(fn: Callable[[Any], dict], points: Sequence[Any], out_dir: str | os.PathLike, *,
+              name: Callable[[Any], str] | None = None, workers: int | None = None,
+              scheduler: str | None = None, progress: bool = True, label: str = "sweep",
+              stream: TextIO | None = None) -> list[dict]:
+    """Return ``[fn(p) for p in points]``, reusing and writing ``out_dir/<name(p)>.json`` (module doc).
+
+    ``workers`` counts local processes (default ``os.cpu_count()``); it is ignored when
+    ``scheduler`` (a Dask scheduler address) is given.
+    """
+    if workers is None:
+        workers = os.cpu_count() or 1
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise RefsnnError(f"workers must be an integer >= 1, got {workers!r}")
+    name = name or default_name
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RefsnnError(f"cannot create the folder {str(out)!r}: {exc.strerror or exc}") from None
+    names = [_check_name(name(point)) for point in points]
+    if len(set(names)) != len(names):
+        raise ValueError("two points of the sweep have the same file name; make name(point) unique")
+
+    results: list[dict | None] = [None] * len(points)
+    todo = []
+    for index, point in enumerate(points):
+        stored = load_finished(out / f"{names[index]}.json", point)
+        if stored is None:
+            todo.append((index, point))
+        else:
+            results[index] = stored
+
+    bar = Progress(len(points), done=len(points) - len(todo), label=label, stream=stream, enabled=progress)
+
+    def on_result(index: int, result: dict) -> None:
+        record = {"point": points[index], "result": result}
+        write_json_atomic(out / f"{names[index]}.json", record)
+        results[index] = json.loads(canonical_json(record))["result"]   # as a resumed run reads it
+        bar.update()
+
+    try:
+        if todo and scheduler is not None:
+            _run_dask(fn, todo, scheduler, on_result)
+        elif todo:
+            _run_local(fn, todo, workers, on_result)
+    finally:
+        bar.close()
+    assert all(result is not None for result in results)
+    return results  # type: ignore[return-value]
