@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import numpy as np
+from scipy.special import expit
 
 from .errors import RefsnnError, check_number
 
@@ -68,12 +69,13 @@ class Sigmoid(Surrogate):
         check_number("surrogate.T", self.T, minimum=0.0, strict_minimum=True)
 
     def relaxed(self, x):
-        # 1/(1+exp(-x/T)) written with tanh so that it never overflows for large |x|/T.
-        return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64) / self.T))
+        return expit(np.asarray(x, dtype=np.float64) / self.T)   # never overflows
 
     def grad(self, x):
-        s = self.relaxed(x)
-        return s * (1.0 - s) / self.T
+        # sigma_T (1 - sigma_T) / T written as sigma(z) sigma(-z) / T: 1 - sigma_T would cancel
+        # for x >> T and lose all relative accuracy in the tails.
+        z = np.asarray(x, dtype=np.float64) / self.T
+        return expit(z) * expit(-z) / self.T
 
 
 @dataclass(frozen=True)

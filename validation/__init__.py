@@ -1,0 +1,1 @@
+"""Validation-only code that holds refsnn against independent implementations (never imported by refsnn)."""
