@@ -1,6 +1,8 @@
 """The ``refsnn`` command line (also ``python -m refsnn``).
 
     refsnn grad SPEC.json INPUTS.npz [--params PARAMS.npz] [--seed N] [--adjoints] --out OUT.npz
+    refsnn reproduce toy [--out DIR] [--repeats N] [--lrs LR ...] [--workers N] [--scheduler ADDR]
+                         [--quick] [--seed S]
 
 A user's mistake (bad file, bad spec, bad shape, bad option) prints one line,
 ``refsnn: error: ...``, on stderr and exits with status 2; never a traceback.
@@ -9,7 +11,9 @@ A user's mistake (bad file, bad spec, bad shape, bad option) prints one line,
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 
 from .errors import RefsnnError
 
@@ -33,6 +37,26 @@ def _nonnegative_int(text: str) -> int:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="refsnn", description="Reference surrogate-gradient BPTT for spiking networks.")
     commands = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
@@ -49,6 +73,31 @@ def build_parser() -> argparse.ArgumentParser:
     grad.add_argument("--adjoints", action="store_true", help="also write U, S, dL_dS, dL_dU and its three parts")
     grad.add_argument("--out", required=True, metavar="OUT.npz")
     grad.set_defaults(run=_run_grad)
+
+    reproduce = commands.add_parser("reproduce", help="reproduce an experiment of the paper",
+                                    description="Reproduce an experiment of Yang 2020 on data generated here.")
+    experiments = reproduce.add_subparsers(dest="experiment", parser_class=_Parser, metavar="EXPERIMENT")
+    experiments.required = True
+    toy = experiments.add_parser("toy", help="the single-neuron experiment (Table 1, Fig. 2, Fig. 3)",
+                                 description="Train one LIF neuron with and without the reset term over "
+                                             "repeats x learning rates; write DIR/fig2.png, DIR/fig3.png, "
+                                             "DIR/results.json (docs/toy.md). Re-running with the same --out "
+                                             "resumes from the finished points in DIR/points/.")
+    toy.add_argument("--out", default=os.path.join("runs", "toy"), metavar="DIR",
+                     help="output folder (default: runs/toy)")
+    toy.add_argument("--repeats", type=_positive_int, default=None, metavar="N",
+                     help="resampled problems per learning rate (default 50; 3 with --quick)")
+    toy.add_argument("--lrs", type=_positive_float, nargs="+", default=None, metavar="LR",
+                     help="learning rates (default 0.001 0.002 0.005 0.01 0.02 0.05; "
+                          "0.002 0.005 0.02 with --quick)")
+    toy.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                     help="local worker processes (default: the number of CPUs)")
+    toy.add_argument("--scheduler", default=None, metavar="ADDR",
+                     help="run the points on this Dask scheduler (e.g. tcp://host:8786) instead of local "
+                          "processes; needs the extra refsnn[dask]")
+    toy.add_argument("--quick", action="store_true", help="a small version: few repeats, short grid")
+    toy.add_argument("--seed", type=_nonnegative_int, default=0, help="seed of the resampled problems")
+    toy.set_defaults(run=_run_reproduce_toy)
     return parser
 
 
@@ -62,6 +111,20 @@ def _run_grad(args) -> int:
     save_npz_atomic(args.out, result)
     n_params = sum(v.size for k, v in result.items() if k.startswith("grad/"))
     print(f"loss {float(result['loss']):.12g}; gradients of {n_params} parameters written to {args.out}")
+    return 0
+
+
+def _run_reproduce_toy(args) -> int:
+    from . import toy
+
+    repeats = args.repeats or (toy.QUICK_REPEATS if args.quick else toy.DEFAULT_REPEATS)
+    lrs = args.lrs or (toy.QUICK_LRS if args.quick else toy.DEFAULT_LRS)
+    start = time.monotonic()
+    doc = toy.reproduce(args.out, learning_rates=lrs, repeats=repeats, config=toy.ToyConfig(seed=args.seed),
+                        workers=args.workers, scheduler=args.scheduler)
+    print(toy.summary_table(doc))
+    print(f"{2 * len(doc['learning_rates']) * repeats} points in {time.monotonic() - start:.1f} s; "
+          f"wrote {os.path.join(args.out, 'results.json')}, fig2.png, fig3.png")
     return 0
 
 

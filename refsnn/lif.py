@@ -11,8 +11,10 @@ delay between layers). Per layer, time-major arrays (T, B, n), t = 1..T, U_0 = S
 
 BPTT (eq. 7-8), sigma'_t = surrogate.grad(U_t - theta), dL/dU_{T+1} = 0:
 
-    (7s) spatial:  dL/dU_t += dL/dS_t * sigma'_t      dL/dS_t from this layer's trace a_t only,
-                   dL/dS_t = dL/da_t / tau_s, dL/da_t = g_t + (1 - 1/tau_s) dL/da_{t+1}  (eq. 2)
+    (7s) spatial:  dL/dU_t += dL/dS_t * sigma'_t      dL/dS_t through S_t's consumer only: for a
+                   hidden layer its trace a_t, dL/dS_t = dL/da_t / tau_s with the total
+                   dL/da_t = g_t + (1 - 1/tau_s) dL/da_{t+1} (eq. 2 backwards); for the
+                   output layer the loss kernel of eq. (6) (losses.py)
     (7l) leak:     dL/dU_t += dL/dU_{t+1} * beta * (1 - S_t)
     (8)  reset:    dL/dU_t += dL/dU_{t+1} * beta * (-U_t * sigma'_t)
 
@@ -37,6 +39,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .errors import check_choice
 from .surrogates import Surrogate
 
 RESET_GRADS = ("full", "detached", "ignored")
@@ -107,6 +110,7 @@ def lif_forward(current: np.ndarray, params: NeuronParams, surrogate: Surrogate,
     current: (T, B, ...) the input current I_t = W a_in_t + b of every step.
     Returns S: (T, B, ...) and the cache for ``lif_backward``.
     """
+    check_choice("forward", forward, FORWARDS)
     beta = 1.0 - 1.0 / params.tau_m
     spike = surrogate.spike if forward == "hard" else surrogate.relaxed
     U = np.empty_like(current, dtype=np.float64)
@@ -131,6 +135,7 @@ def lif_backward(dL_dS: np.ndarray, cache: LIFCache, reset_grad: str = "full",
     the loss for the output layer); the reset path S_t -> U_{t+1} is added here.
     Returns dL_dU (T, B, ...), or with ``parts`` the LIFGrads split of eq. (7)-(8).
     """
+    check_choice("reset_grad", reset_grad, RESET_GRADS)
     U, S, beta = cache.U, cache.S, cache.beta
     sigma_prime = cache.surrogate.grad(U - cache.theta)          # eq. (10) at every step
     spatial = dL_dS * sigma_prime                                # eq. (7), spatial term
