@@ -10,13 +10,21 @@ The spec is the JSON document of the oracle interface (docs/oracle.md):
      "input_trace": false}
 
 ``architecture`` uses the paper's notation: "300-10" is two dense LIF layers of 300 and 10
-neurons. Every weighted layer is followed by the LIF neuron of eq. (1)-(3) and its trace (eq. 2);
-the next layer reads the trace a. The network input x_t enters the first layer as given, or
-filtered by the trace of eq. (2) when ``input_trace`` is true. A (T, B, *input_shape) input is
-flattened in C order, as torch's ``flatten`` does.
+neurons; "15C5" is a convolutional LIF layer of 15 channels and 5x5 kernels; "P2" is 2x2 pooling
+of the traces with stride 2. Optional keys: ``n_out`` appends a dense output layer of that size
+("15C5-P2-40C5-P2-300" with n_out 10 is the paper's MNIST network), ``padding`` (zero padding of
+every convolution, default 0), ``stride`` (of every convolution, default 1), ``pooling``
+("avg" (default, torch's avg_pool2d), "sum", "max") and ``pool_weight`` (the fixed weight of sum
+pooling, default 1.1 as in the TSSL-BP code). ``preset`` ("nmnist", "mnist", "cifar10") fills
+input_shape, architecture and n_out of the paper's Table 3 networks (see PRESETS).
 
-Parameters are a flat dict in PyTorch's state_dict naming: ``layers.{i}.weight`` (out, in) and
-``layers.{i}.bias`` (out,), i counting weighted layers from 0.
+Every weighted layer (dense or conv) is followed by the LIF neuron of eq. (1)-(3) and its trace
+(eq. 2); pooling acts on traces; the next weighted layer reads the trace a. The network input
+x_t enters the first layer as given, or filtered by the trace of eq. (2) when ``input_trace`` is
+true. A dense layer reading a (T, B, C, H, W) trace flattens it in C order, as torch does.
+
+Parameters are a flat dict in PyTorch's state_dict naming: ``layers.{i}.weight`` ((out, in) or
+(out, in, k, k)) and ``layers.{i}.bias`` (out,), i counting weighted layers from 0.
 """
 
 from __future__ import annotations
@@ -24,27 +32,70 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple, Union
 
 import numpy as np
 
-from .errors import SpecError, check_array, check_choice, check_number
-from .layers import DenseCache, dense_backward, dense_forward
+from . import conv
+from .errors import RefsnnError, SpecError, check_array, check_choice, check_number
+from .layers import dense_backward, dense_forward
 from .lif import (FORWARDS, RESET_GRADS, LIFCache, NeuronParams, lif_backward, lif_forward,
                   trace_backward, trace_forward)
-from .losses import VanRossumCache, van_rossum_backward, van_rossum_forward
+from .losses import LOSSES, Loss, make_loss
 from .surrogates import Surrogate, make_surrogate
 
-SPEC_KEYS = ("input_shape", "architecture", "neuron", "surrogate", "reset_grad", "forward",
-             "loss", "input_trace")
-LOSSES = ("van_rossum",)
+SPEC_KEYS = ("preset", "input_shape", "architecture", "n_out", "padding", "stride", "pooling",
+             "pool_weight", "neuron", "surrogate", "reset_grad", "forward", "loss", "input_trace")
+POOLINGS = ("avg", "sum", "max")
+
+#: The networks of the paper's Table 3 with their input shapes and time steps.
+PRESETS = {
+    "nmnist": {"input_shape": [2, 34, 34], "architecture": "12C5-P2-64C5-P2", "n_out": 10, "time_steps": 5},
+    "mnist": {"input_shape": [1, 28, 28], "architecture": "15C5-P2-40C5-P2-300", "n_out": 10, "time_steps": 30},
+    "cifar10": {"input_shape": [3, 32, 32], "architecture": "96C3-256C3-P2-384C3-P2-384C3-256C3-1024-1024",
+                "n_out": 10, "time_steps": 5},
+}
 
 
 @dataclass(frozen=True)
 class Dense:
-    """A dense LIF layer of ``n_out`` neurons (architecture token: a bare number)."""
+    """A dense LIF layer of ``n_out`` neurons (architecture token: a bare number, "300")."""
 
     n_out: int
+
+    @property
+    def token(self) -> str:
+        return str(self.n_out)
+
+
+@dataclass(frozen=True)
+class Conv:
+    """A convolutional LIF layer (token "15C5": 15 channels, 5x5 kernel)."""
+
+    channels: int
+    kernel: int
+    stride: int = 1
+    padding: int = 0
+
+    @property
+    def token(self) -> str:
+        return f"{self.channels}C{self.kernel}"
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Pooling of the traces (token "P2": 2x2 windows, stride 2), kind avg, sum or max."""
+
+    size: int
+    kind: str = "avg"
+    weight: float = 1.1          # sum pooling only
+
+    @property
+    def token(self) -> str:
+        return f"P{self.size}"
+
+
+Layer = Union[Dense, Conv, Pool]
 
 
 @dataclass(frozen=True)
@@ -52,52 +103,106 @@ class Spec:
     """A validated network spec (build it with ``parse_spec``)."""
 
     input_shape: tuple[int, ...]
-    layers: tuple[Dense, ...]
+    layers: tuple[Layer, ...]
     neuron: NeuronParams
     surrogate: Surrogate
     reset_grad: str = "full"
     forward: str = "hard"
-    loss_tau: float = 2.0
+    loss: Loss = None
     input_trace: bool = False
+    padding: int = 0
+    stride: int = 1
+    pooling: str = "avg"
+    pool_weight: float = 1.1
 
     @property
-    def n_in(self) -> int:
-        return math.prod(self.input_shape)
+    def weighted(self) -> tuple[Layer, ...]:
+        """The weighted (LIF) layers, in order: their index is the i of ``layers.{i}``."""
+        return tuple(layer for layer in self.layers if not isinstance(layer, Pool))
 
     @property
     def n_out(self) -> int:
         return self.layers[-1].n_out
 
+    def shapes(self) -> list[tuple[int, ...]]:
+        """The per-sample shape entering each layer, then the output: len(layers) + 1 entries."""
+        return layer_shapes(self.input_shape, self.layers)
+
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        shapes, n_in = {}, self.n_in
-        for i, layer in enumerate(self.layers):
-            shapes[f"layers.{i}.weight"] = (layer.n_out, n_in)
-            shapes[f"layers.{i}.bias"] = (layer.n_out,)
-            n_in = layer.n_out
+        shapes, i = {}, 0
+        for layer, shape_in in zip(self.layers, self.shapes()):
+            if isinstance(layer, Dense):
+                shapes[f"layers.{i}.weight"] = (layer.n_out, math.prod(shape_in))
+                shapes[f"layers.{i}.bias"] = (layer.n_out,)
+            elif isinstance(layer, Conv):
+                shapes[f"layers.{i}.weight"] = (layer.channels, shape_in[0], layer.kernel, layer.kernel)
+                shapes[f"layers.{i}.bias"] = (layer.channels,)
+            else:
+                continue
+            i += 1
         return shapes
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form of this spec (parse_spec(spec.to_dict()) == spec)."""
         return {"input_shape": list(self.input_shape),
-                "architecture": "-".join(str(layer.n_out) for layer in self.layers),
+                "architecture": "-".join(layer.token for layer in self.layers),
+                "padding": self.padding, "stride": self.stride, "pooling": self.pooling,
+                "pool_weight": self.pool_weight,
                 "neuron": self.neuron._asdict(), "surrogate": self.surrogate.to_spec(),
                 "reset_grad": self.reset_grad, "forward": self.forward,
-                "loss": {"name": "van_rossum", "tau": self.loss_tau},
-                "input_trace": self.input_trace}
+                "loss": self.loss.to_spec(), "input_trace": self.input_trace}
 
 
-def parse_architecture(text: Any) -> tuple[Dense, ...]:
-    """'300-10' -> (Dense(300), Dense(10)). Unknown tokens are a SpecError naming the token."""
+def layer_shapes(input_shape: tuple[int, ...], layers: tuple[Layer, ...]) -> list[tuple[int, ...]]:
+    """Propagate the per-sample shape through the layers; a SpecError names a token that does not fit."""
+    shapes = [tuple(input_shape)]
+    for position, layer in enumerate(layers):
+        shape = shapes[-1]
+        if isinstance(layer, Dense):
+            shapes.append((layer.n_out,))
+            continue
+        if len(shape) != 3:
+            raise SpecError(f"architecture token {layer.token!r} (position {position}) needs a (C, H, W) input, "
+                            f"got shape {shape}" + (" (after a dense layer)" if position else " (spec.input_shape)"))
+        C, H, W = shape
+        if isinstance(layer, Conv):
+            k, s, p = layer.kernel, layer.stride, layer.padding
+            if H + 2 * p < k or W + 2 * p < k:
+                raise SpecError(f"architecture token {layer.token!r} (position {position}): kernel {k} does not fit "
+                                f"the {H}x{W} input with padding {p}")
+            shapes.append((layer.channels, (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1))
+        else:
+            if H < layer.size or W < layer.size:
+                raise SpecError(f"architecture token {layer.token!r} (position {position}): window {layer.size} "
+                                f"does not fit the {H}x{W} input")
+            shapes.append((C, (H - layer.size) // layer.size + 1, (W - layer.size) // layer.size + 1))
+    return shapes
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SpecError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def parse_architecture(text: Any, *, padding: int = 0, stride: int = 1, pooling: str = "avg",
+                       pool_weight: float = 1.1) -> tuple[Layer, ...]:
+    """'15C5-P2-300' -> (Conv(15, 5), Pool(2), Dense(300)). Unknown tokens are a SpecError naming the token."""
     if not isinstance(text, str) or not text.strip():
-        raise SpecError(f"architecture must be a string such as '300-10', got {text!r}")
-    layers = []
+        raise SpecError(f"architecture must be a string such as '300-10' or '15C5-P2-40C5-P2-300', got {text!r}")
+    layers: list[Layer] = []
     for position, token in enumerate(text.strip().split("-")):
         token = token.strip()
         if re.fullmatch(r"[1-9][0-9]*", token):
             layers.append(Dense(int(token)))
+        elif match := re.fullmatch(r"([1-9][0-9]*)[Cc]([1-9][0-9]*)", token):
+            layers.append(Conv(int(match[1]), int(match[2]), stride, padding))
+        elif match := re.fullmatch(r"[Pp]([1-9][0-9]*)", token):
+            layers.append(Pool(int(match[1]), pooling, pool_weight))
         else:
-            raise SpecError(f"architecture token {token!r} (position {position} of {text!r}) is not "
-                            "supported: expected a positive integer (a dense LIF layer)")
+            raise SpecError(f"architecture token {token!r} (position {position} of {text!r}) is not understood: "
+                            "expected N (dense layer of N neurons), NCk (N channels of k x k convolution) or Pk "
+                            "(k x k pooling)")
     return tuple(layers)
 
 
@@ -110,9 +215,13 @@ def parse_spec(spec: Any) -> Spec:
     unknown = set(spec) - set(SPEC_KEYS)
     if unknown:
         raise SpecError(f"spec has unknown key(s) {sorted(unknown)}; expected keys among {list(SPEC_KEYS)}")
+    if "preset" in spec:
+        preset = check_choice("spec.preset", spec["preset"], tuple(PRESETS))
+        spec = {**{k: v for k, v in PRESETS[preset].items() if k != "time_steps"},
+                **{k: v for k, v in spec.items() if k != "preset"}}
     for key in ("input_shape", "architecture"):
         if key not in spec:
-            raise SpecError(f"spec is missing the required key {key!r}")
+            raise SpecError(f"spec is missing the required key {key!r} (or give a 'preset')")
 
     shape = spec["input_shape"]
     if isinstance(shape, int) and not isinstance(shape, bool):
@@ -132,40 +241,44 @@ def parse_spec(spec: Any) -> Spec:
         tau_s=check_number("spec.neuron.tau_s", neuron.get("tau_s", 2.0), minimum=1.0),
         theta=check_number("spec.neuron.theta", neuron.get("theta", 1.0)))
 
-    loss = spec.get("loss", {"name": "van_rossum"})
-    if not isinstance(loss, Mapping):
-        raise SpecError(f"spec.loss must be an object such as {{'name': 'van_rossum', 'tau': 2}}, got {loss!r}")
-    check_choice("spec.loss.name", loss.get("name", "van_rossum"), LOSSES)
-    unknown = set(loss) - {"name", "tau"}
-    if unknown:
-        raise SpecError(f"spec.loss has unknown key(s) {sorted(unknown)}; expected name, tau")
-    loss_tau = check_number("spec.loss.tau", loss.get("tau", neuron_params.tau_s), minimum=1.0)
-
     input_trace = spec.get("input_trace", False)
     if not isinstance(input_trace, bool):
         raise SpecError(f"spec.input_trace must be true or false, got {input_trace!r}")
+    padding = _positive_int("spec.padding", spec.get("padding", 0), minimum=0)
+    stride = _positive_int("spec.stride", spec.get("stride", 1))
+    pooling = check_choice("spec.pooling", spec.get("pooling", "avg"), POOLINGS)
+    pool_weight = check_number("spec.pool_weight", spec.get("pool_weight", 1.1))
+    layers = parse_architecture(spec["architecture"], padding=padding, stride=stride, pooling=pooling,
+                                pool_weight=pool_weight)
+    if "n_out" in spec:
+        layers += (Dense(_positive_int("spec.n_out", spec["n_out"])),)
+    if isinstance(layers[-1], Pool):
+        raise SpecError(f"the network must end with a weighted LIF layer (the loss reads its spikes), but "
+                        f"architecture {spec['architecture']!r} ends with pooling: give spec.n_out")
+    layer_shapes(tuple(shape), layers)                      # geometry errors name the token now
 
-    return Spec(input_shape=tuple(shape), layers=parse_architecture(spec["architecture"]),
-                neuron=neuron_params,
+    return Spec(input_shape=tuple(shape), layers=layers, neuron=neuron_params,
                 surrogate=make_surrogate(spec.get("surrogate", {"name": "sigmoid", "T": 0.3})),
                 reset_grad=check_choice("spec.reset_grad", spec.get("reset_grad", "full"), RESET_GRADS),
                 forward=check_choice("spec.forward", spec.get("forward", "hard"), FORWARDS),
-                loss_tau=loss_tau, input_trace=input_trace)
+                loss=make_loss(spec.get("loss", {"name": "van_rossum"}), default_tau=neuron_params.tau_s),
+                input_trace=input_trace, padding=padding, stride=stride, pooling=pooling,
+                pool_weight=pool_weight)
 
 
 def init_params(spec: Spec, seed: int = 0) -> dict[str, np.ndarray]:
-    """PyTorch's nn.Linear distribution: weight and bias ~ U(-1/sqrt(in), 1/sqrt(in)), seeded."""
+    """PyTorch's nn.Linear / nn.Conv2d distribution: weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
     rng = np.random.default_rng(seed)
     params, bound = {}, 0.0
     for name, shape in spec.param_shapes().items():   # each weight comes before its bias
         if name.endswith(".weight"):
-            bound = 1.0 / math.sqrt(math.prod(shape[1:]))  # 1/sqrt(fan_in)
+            bound = 1.0 / math.sqrt(math.prod(shape[1:]))  # 1/sqrt(fan_in), fan_in = in (* k * k)
         params[name] = rng.uniform(-bound, bound, size=shape)
     return params
 
 
 def check_params(spec: Spec, params: Any) -> dict[str, np.ndarray]:
-    """Check names, shapes and finiteness of a parameter dict; return float64 copies-or-views."""
+    """Check names, shapes and finiteness of a parameter dict; return float64 arrays."""
     if not isinstance(params, Mapping):
         raise SpecError(f"params must be a dict of arrays named like 'layers.0.weight', got {type(params).__name__}")
     shapes = spec.param_shapes()
@@ -181,65 +294,96 @@ def check_params(spec: Spec, params: Any) -> dict[str, np.ndarray]:
 
 
 def check_inputs(spec: Spec, x: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
-    """x: (T, B, *input_shape) and target: (T, B, n_out), same T and B, T >= 1, B >= 1, finite."""
+    """x: (T, B, *input_shape), T >= 1, B >= 1, finite; target as the loss expects (losses.py)."""
     x = check_array("x", x, shape=(None, None, *spec.input_shape),
                     shape_text=f"(T, B, {', '.join(map(str, spec.input_shape))})")
     if x.shape[0] < 1 or x.shape[1] < 1:
         raise SpecError(f"x must have at least one time step and one sample (T >= 1, B >= 1), got shape {x.shape}")
-    target = check_array("target", target, shape=(x.shape[0], x.shape[1], spec.n_out),
-                         shape_text=f"(T={x.shape[0]}, B={x.shape[1]}, n_out={spec.n_out})")
-    return x, target
+    return x, spec.loss.check_target(target, x.shape[0], x.shape[1], spec.n_out)
 
 
-class LayerCache(NamedTuple):
-    dense: DenseCache
+class WeightedCache(NamedTuple):
+    op: Any                      # DenseCache or Conv2dCache
     lif: LIFCache
+    in_shape: tuple[int, ...]    # (T, B, ...) of the trace read, before a dense layer's flattening
+
+
+class PoolLayerCache(NamedTuple):
+    op: Any                      # conv.PoolCache or conv.MaxPoolCache
+    kind: str
 
 
 class NetworkCache(NamedTuple):
-    layers: tuple[LayerCache, ...]
-    loss: VanRossumCache
+    layers: tuple[Union[WeightedCache, PoolLayerCache], ...]
+    loss: Any
+
+
+POOL_FORWARD = {"avg": lambda a, layer: conv.avg_pool_forward(a, layer.size),
+                "sum": lambda a, layer: conv.sum_pool_forward(a, layer.size, layer.weight),
+                "max": lambda a, layer: conv.max_pool_forward(a, layer.size)}
+POOL_BACKWARD = {"avg": conv.avg_pool_backward, "sum": conv.sum_pool_backward, "max": conv.max_pool_backward}
 
 
 def network_forward(spec: Spec, params: Mapping[str, np.ndarray], x: np.ndarray,
                     target: np.ndarray) -> tuple[float, np.ndarray, NetworkCache]:
     """Forward through all layers and the loss. Returns (loss, output spikes (T, B, n_out), cache)."""
     T, B = x.shape[:2]
-    a = x.reshape(T, B, -1)                             # (T, B, *input_shape) -> (T, B, n_in)
-    if spec.input_trace:
-        a = trace_forward(a, spec.neuron.tau_s)         # eq. (2) applied to the input
-    caches = []
-    for i in range(len(spec.layers)):
-        current, dense_cache = dense_forward(a, params[f"layers.{i}.weight"], params[f"layers.{i}.bias"])
-        S, lif_cache = lif_forward(current, spec.neuron, spec.surrogate, spec.forward)
-        caches.append(LayerCache(dense_cache, lif_cache))
-        if i + 1 < len(spec.layers):
+    a = trace_forward(x, spec.neuron.tau_s) if spec.input_trace else x   # eq. (2) on the input if asked
+    caches: list[Union[WeightedCache, PoolLayerCache]] = []
+    n_weighted, i = len(spec.weighted), 0
+    for layer in spec.layers:
+        if isinstance(layer, Pool):
+            a, pool_cache = POOL_FORWARD[layer.kind](a, layer)          # (T, B, C, H, W) -> (T, B, C, H/p, W/p)
+            caches.append(PoolLayerCache(pool_cache, layer.kind))
+            continue
+        weight, bias = params[f"layers.{i}.weight"], params[f"layers.{i}.bias"]
+        in_shape = a.shape
+        if isinstance(layer, Dense):
+            current, op_cache = dense_forward(a.reshape(T, B, -1), weight, bias)  # (T, B, ...) -> (T, B, n_in)
+        else:
+            current, op_cache = conv.conv2d_forward(a, weight, bias, layer.stride, layer.padding)
+        S, lif_cache = lif_forward(current, spec.neuron, spec.surrogate, spec.forward)  # eq. (1), (3)
+        caches.append(WeightedCache(op_cache, lif_cache, in_shape))
+        i += 1
+        if i < n_weighted:
             a = trace_forward(S, spec.neuron.tau_s)     # eq. (2): the next layer reads a
-    loss, loss_cache = van_rossum_forward(S, target, spec.loss_tau)
+    loss, loss_cache = spec.loss.forward(S, target)
     return loss, S, NetworkCache(tuple(caches), loss_cache)
 
 
 def network_backward(spec: Spec, cache: NetworkCache, adjoints: bool = False) -> dict[str, np.ndarray]:
     """BPTT through the whole network: returns grad/... keys and, with ``adjoints``, the adjoints."""
     out: dict[str, np.ndarray] = {}
-    dL_dS = van_rossum_backward(cache.loss)             # eq. (6) -> dL/dS of the output layer
-    if adjoints:
+    dL_dS = spec.loss.backward(cache.loss)              # dL/dS of the output layer (spatial)
+    if adjoints and spec.loss.name == "van_rossum":
         out["output_error"] = cache.loss.error
-    for i in range(len(spec.layers) - 1, -1, -1):
-        layer = cache.layers[i]
-        grads = lif_backward(dL_dS, layer.lif, spec.reset_grad, parts=adjoints)  # eq. (7)-(8)
+    dL_da = None                                        # dL/da of the trace the layer above read
+    i = len(spec.weighted)
+    for position in range(len(spec.layers) - 1, -1, -1):
+        layer_cache = cache.layers[position]
+        if isinstance(layer_cache, PoolLayerCache):
+            if dL_da is None:                           # pooling of the network input: not needed
+                continue
+            dL_da = POOL_BACKWARD[layer_cache.kind](dL_da, layer_cache.op)   # pooling adjoint
+            continue
+        i -= 1
+        if dL_da is not None:
+            dL_dS = trace_backward(dL_da.reshape(layer_cache.lif.U.shape), spec.neuron.tau_s)  # eq. (2) backwards
+        grads = lif_backward(dL_dS, layer_cache.lif, spec.reset_grad, parts=adjoints)      # eq. (7)-(8)
         dL_dU = grads.dL_dU if adjoints else grads
-        dW, db, da_in = dense_backward(dL_dU, layer.dense, need_input_grad=i > 0)
+        if isinstance(spec.layers[position], Dense):
+            dW, db, da_in = dense_backward(dL_dU, layer_cache.op, need_input_grad=i > 0)
+        else:
+            dW, db, da_in = conv.conv2d_backward(dL_dU, layer_cache.op, need_input_grad=i > 0)
+        dL_da = da_in.reshape(layer_cache.in_shape) if da_in is not None else None  # (T, B, n_in) -> (T, B, C, H, W)
         out[f"grad/layers.{i}.weight"] = dW
         out[f"grad/layers.{i}.bias"] = db
         if adjoints:
-            out[f"U/{i}"] = layer.lif.U
-            out[f"S/{i}"] = layer.lif.S
+            out[f"U/{i}"] = layer_cache.lif.U
+            out[f"S/{i}"] = layer_cache.lif.S
             out[f"dL_dS/{i}"] = dL_dS
             out[f"dL_dU/{i}"] = grads.dL_dU
             out[f"dL_dU_spatial/{i}"] = grads.spatial
             out[f"dL_dU_leak/{i}"] = grads.leak
             out[f"dL_dU_reset/{i}"] = grads.reset
-        if i > 0:
-            dL_dS = trace_backward(da_in, spec.neuron.tau_s)  # eq. (2) backwards: dL/da -> dL/dS
     return out

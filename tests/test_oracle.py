@@ -99,10 +99,10 @@ def bad(**changes):
     (bad(**{"surrogate.name": "gauss"}), r"surrogate.name must be one of .* got 'gauss'"),
     (bad(reset_grad="half"), r"spec.reset_grad must be one of 'full', 'detached', 'ignored', got 'half'"),
     (bad(forward="soft"), r"spec.forward must be one of 'hard', 'smooth', got 'soft'"),
-    (bad(architecture="15C5-10"), r"architecture token '15C5' .* expected a positive integer"),
+    (bad(architecture="15X5-10"), r"architecture token '15X5' .* expected N"),
     (bad(architecture="300--10"), r"architecture token ''"),
     (bad(input_shape=[0]), r"spec.input_shape must be a non-empty list of positive integers"),
-    (bad(**{"loss.name": "mse"}), r"spec.loss.name must be one of 'van_rossum', got 'mse'"),
+    (bad(**{"loss.name": "mse"}), r"spec.loss.name must be one of 'van_rossum', .*got 'mse'"),
     (bad(**{"loss.tau": 0}), r"spec.loss.tau must be >= 1"),
     (bad(colour="red"), r"spec has unknown key\(s\) \['colour'\]"),
 ])

@@ -210,7 +210,7 @@ def _run(spec: Any, x: np.ndarray, target: np.ndarray, params: Mapping[str, np.n
         S_layers.append(S)
         a = trace(S, spec.neuron.tau_s)
     d = torch.tensor(np.asarray(target, dtype=np.float64), dtype=DTYPE)
-    error = trace(S_layers[-1], spec.loss_tau) - trace(d, spec.loss_tau)
+    error = trace(S_layers[-1], spec.loss.tau) - trace(d, spec.loss.tau)
     loss = 0.5 * (error * error).sum()                   # eq. (6)
     loss.backward()
     return loss, weights, U_layers, S_layers

@@ -1,0 +1,429 @@
+"""Convolution and pooling on the time-folded batch: the stateless layers of the CNN experiments.
+
+Like ``layers.dense_forward``, a convolution runs once on all T steps and B samples: the
+(T, B, C, H, W) input is folded to N = T*B images, unrolled by ``im2col`` into one matrix, and
+multiplied by the weight in ONE matrix product; the backward is two more products and a
+``col2im``. Only the LIF recurrence (lif.py) loops over t. PyTorch layouts and semantics:
+weight (O, C, k, k), bias (O,), cross-correlation (no kernel flip), zero padding, no dilation,
+square kernels. No autograd framework is imported here.
+
+Convolution, for every t and b (n = (t, b)), with x zero-padded by p on each side:
+
+    (C1) out[n, o, i, j] = b[o] + sum_{c, u, v} W[o, c, u, v] x_pad[n, c, s i + u, s j + v]
+         Ho = floor((H + 2p - k) / s) + 1,  Wo = floor((W + 2p - k) / s) + 1
+
+With the unrolled input cols[(c, u, v), (n, i, j)] = x_pad[n, c, s i + u, s j + v] (``im2col``,
+rows in torch's (c, kh, kw) flattening order of the weight, columns in (n, i, j) order):
+
+    (C2) out2d = W2d @ cols            W2d = W.reshape(O, C*k*k), out2d: (O, N*Ho*Wo)
+    (C3) dW2d  = dout2d @ cols^T       (summed over n, i, j: the time-folded batch)
+    (C4) db    = dout2d summed over (n, i, j)
+    (C5) dx    = col2im(W2d^T @ dout2d)   col2im = im2col^T: overlapping patches are summed
+
+Why cols is (C*k*k, N*Ho*Wo) and not its transpose: (C2) then writes out2d in (O, N, Ho*Wo)
+order, and both the transposition to (N, O, Ho, Wo) and ``col2im``'s k*k strided adds move
+contiguous rows of Wo values; the (N*Ho*Wo, C*k*k) layout made the forward 1.4-2.4x and the
+backward about 2x slower on the MNIST network's two conv shapes (OpenBLAS, 2 threads).
+
+Pooling on (T, B, C, H, W) traces, window k, stride s (default s = k), no padding, floor mode
+(torch's defaults: rows and columns beyond the last full window are dropped and receive zero
+gradient), for every window R(i, j) = {(s i + u, s j + v): 0 <= u, v < k}:
+
+    (P1) average: out[..., i, j] = 1/k^2 sum_{R(i, j)} x        (torch.nn.functional.avg_pool2d)
+                  dx[..., s i + u, s j + v] += dout[..., i, j] / k^2
+    (P2) sum:     out[..., i, j] = w sum_{R(i, j)} x            (fixed weight w; TSSL-BP: w = 1.1)
+                  dx[..., s i + u, s j + v] += w dout[..., i, j]
+    (P3) max:     out[..., i, j] = x[..., s i + u*, s j + v*],  (u*, v*) the FIRST maximum of the
+                  window in row-major order;  dx[..., s i + u*, s j + v*] += dout[..., i, j]
+
+Tie rule of (P3), checked against torch 2.13.0+cpu (torch.nn.functional.max_pool2d with
+return_indices, contiguous and channels_last float64 inputs, windows 2/2, 3/2, 3/3, 3/1): the
+CPU kernel behaves as a row-major scan of the window that replaces the running maximum only
+on a strictly larger value, so an all-equal window sends its gradient to the top-left element
+and [[0, 1], [1, 1]] to the (0, 1) element; ``np.argmax`` makes the same choice. One
+difference, for NaN only: torch also replaces on every NaN, so with two or more NaNs in a
+window it picks the last NaN and np.argmax the first (the value is NaN in both).
+
+Every forward returns ``(out, cache)`` with a NamedTuple cache and every backward takes
+``(dout, cache)``; nothing is kept between calls. ``conv2d_forward_slow`` and
+``pool_forward_slow`` are the loop oracles the tests hold the fast versions equal to.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .errors import RefsnnError
+
+POOL_MODES = ("avg", "sum", "max")
+
+
+# ----------------------------------------------------------------------------- validation
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise RefsnnError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise RefsnnError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_ndim(name: str, value: Any, ndim: int, shape_text: str) -> np.ndarray:
+    if not isinstance(value, np.ndarray):
+        raise RefsnnError(f"{name} must be a numpy array of shape {shape_text}, got {type(value).__name__}")
+    if value.ndim != ndim:
+        raise RefsnnError(f"{name} must have shape {shape_text}, got {value.shape}")
+    return value
+
+
+def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
+    """floor((size + 2 padding - kernel) / stride) + 1, torch's output size (no dilation)."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _check_geometry(H: int, W: int, kernel: Any, stride: Any, padding: Any,
+                    what: str = "x") -> tuple[int, int, int, int, int]:
+    """Validate kernel/stride/padding for an (H, W) input; return (k, s, p, Ho, Wo)."""
+    k = _check_int("kernel", kernel, 1)
+    s = _check_int("stride", stride, 1)
+    p = _check_int("padding", padding, 0)
+    if H + 2 * p < k or W + 2 * p < k:
+        raise RefsnnError(f"kernel {k} does not fit in {what} of height {H} and width {W} "
+                          f"with padding {p}: need H + 2*padding >= kernel and W + 2*padding >= kernel")
+    return k, s, p, conv_output_size(H, k, s, p), conv_output_size(W, k, s, p)
+
+
+def _window_slices(u: int, v: int, stride: int, Ho: int, Wo: int) -> tuple[slice, slice]:
+    """Rows s*i + u (i < Ho) and columns s*j + v (j < Wo): where kernel offset (u, v) lands."""
+    return (slice(u, u + stride * (Ho - 1) + 1, stride),
+            slice(v, v + stride * (Wo - 1) + 1, stride))
+
+
+def _float_dtype(a: np.ndarray) -> np.dtype:
+    """a's dtype if it is a float type, float64 otherwise (spike trains may come as integers)."""
+    return a.dtype if a.dtype.kind == "f" else np.dtype(np.float64)
+
+
+def _pad(x: np.ndarray, padding: int) -> np.ndarray:
+    """Zero-pad the last two axes by ``padding`` on each side (no copy when padding == 0)."""
+    if padding == 0:
+        return x
+    return np.pad(x, [(0, 0)] * (x.ndim - 2) + [(padding, padding), (padding, padding)])
+
+
+# ----------------------------------------------------------------------------- im2col / col2im
+
+def im2col(x: np.ndarray, kernel: int, stride: int = 1, padding: int = 0) -> np.ndarray:
+    """Unroll every k x k patch of x into a column (the matrix ``cols`` of eq. C2).
+
+    x: (N, C, H, W) -> cols: (C*k*k, N*Ho*Wo), C-contiguous, with
+    cols[(c, u, v), (n, i, j)] = x_pad[n, c, s*i + u, s*j + v]  (row index c*k*k + u*k + v,
+    torch's flattening of a (O, C, k, k) weight; column index (n*Ho + i)*Wo + j).
+    One gather copy of size C*k*k*N*Ho*Wo (plus a padded copy of x when padding > 0).
+    """
+    x = _check_ndim("x", x, 4, "(N, C, H, W)")
+    N, C, H, W = x.shape
+    k, s, p, Ho, Wo = _check_geometry(H, W, kernel, stride, padding)
+    x_pad = _pad(x, p)                                            # (N, C, H+2p, W+2p)
+    windows = sliding_window_view(x_pad, (k, k), axis=(2, 3))     # (N, C, H+2p-k+1, W+2p-k+1, k, k), a view
+    windows = windows[:, :, ::s, ::s]                             # (N, C, Ho, Wo, k, k), a view
+    cols = np.empty((C, k, k, N, Ho, Wo), dtype=x.dtype)
+    # (N, C, Ho, Wo, k, k) -> (C, k, k, N, Ho, Wo): the one copy
+    np.copyto(cols, windows.transpose(1, 4, 5, 0, 2, 3))
+    return cols.reshape(C * k * k, N * Ho * Wo)                   # (C, k, k, N, Ho, Wo) -> (C*k*k, N*Ho*Wo), no copy
+
+
+def col2im(cols: np.ndarray, x_shape: tuple[int, int, int, int], kernel: int, stride: int = 1,
+           padding: int = 0) -> np.ndarray:
+    """The adjoint of ``im2col``: <im2col(x), cols> == <x, col2im(cols)> for every x and cols.
+
+    cols: (C*k*k, N*Ho*Wo) -> x: (N, C, H, W) with
+    x[n, c, h, w] = sum of cols[(c, u, v), (n, i, j)] over all (u, v, i, j) with
+    s*i + u - p == h and s*j + v - p == w (overlapping patches are summed; pixels no patch
+    covers, and the padding, get nothing). k*k strided adds over the whole batch.
+    """
+    cols = _check_ndim("cols", cols, 2, "(C*k*k, N*Ho*Wo)")
+    if len(x_shape) != 4:
+        raise RefsnnError(f"x_shape must be (N, C, H, W), got {tuple(x_shape)}")
+    N, C, H, W = (int(n) for n in x_shape)
+    k, s, p, Ho, Wo = _check_geometry(H, W, kernel, stride, padding, what="x_shape")
+    if cols.shape != (C * k * k, N * Ho * Wo):
+        raise RefsnnError(f"cols must have shape (C*k*k, N*Ho*Wo) = ({C * k * k}, {N * Ho * Wo}) for "
+                          f"x_shape {tuple(x_shape)}, kernel {k}, stride {s}, padding {p}; got {cols.shape}")
+    patches = cols.reshape(C, k, k, N, Ho, Wo)                    # (C*k*k, N*Ho*Wo) -> (C, k, k, N, Ho, Wo)
+    # Accumulate channel-major, (C, N, ...): each add below then reads and writes whole
+    # contiguous (N, Ho, Wo) blocks; one transposing copy at the end also drops the padding.
+    dx_pad = np.zeros((C, N, H + 2 * p, W + 2 * p), dtype=cols.dtype)
+    for u in range(k):
+        for v in range(k):
+            rows, columns = _window_slices(u, v, s, Ho, Wo)
+            dx_pad[:, :, rows, columns] += patches[:, u, v]       # (C, N, Ho, Wo) onto the grid of offset (u, v)
+    dx = np.empty((N, C, H, W), dtype=cols.dtype)
+    np.copyto(dx, dx_pad[:, :, p:p + H, p:p + W].transpose(1, 0, 2, 3))  # (C, N, H, W) -> (N, C, H, W)
+    return dx
+
+
+# ----------------------------------------------------------------------------- convolution
+
+class Conv2dCache(NamedTuple):
+    """What ``conv2d_backward`` needs.
+
+    Memory choice: the input x is kept, not its unrolled ``cols``. x is the previous layer's
+    trace, which the network holds anyway, so keeping a reference costs nothing, whereas
+    cols is k^2/s^2 times larger (MNIST network, T*B = 480: 55 MB against 3 MB for the first
+    layer, 92 MB against 8 MB for the second). The price is one ``im2col`` again in the
+    backward (about 10-25 ms on those shapes).
+    """
+
+    x: np.ndarray        # (T, B, C, H, W) the input, a reference (not a copy)
+    weight: np.ndarray   # (O, C, k, k)
+    stride: int
+    padding: int
+
+
+def _check_conv_args(x: Any, weight: Any, bias: Any, stride: Any,
+                     padding: Any) -> tuple[int, int, int, int, int]:
+    x = _check_ndim("x", x, 5, "(T, B, C, H, W)")
+    weight = _check_ndim("weight", weight, 4, "(O, C, k, k)")
+    O, C_w, k, k_w = weight.shape
+    if k != k_w:
+        raise RefsnnError(f"weight must have a square kernel (O, C, k, k), got {weight.shape}")
+    if C_w != x.shape[2]:
+        raise RefsnnError(f"weight has {C_w} input channels (shape {weight.shape}) but x has "
+                          f"{x.shape[2]} (shape {x.shape}, channels on axis 2)")
+    bias = _check_ndim("bias", bias, 1, f"(O,) = ({O},)")
+    if bias.shape != (O,):
+        raise RefsnnError(f"bias must have shape (O,) = ({O},), got {bias.shape}")
+    return _check_geometry(x.shape[3], x.shape[4], k, stride, padding)
+
+
+def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int = 1,
+                   padding: int = 0) -> tuple[np.ndarray, Conv2dCache]:
+    """eq. (C1) for all T steps and B samples in one matrix product (eq. C2).
+
+    x: (T, B, C, H, W), weight: (O, C, k, k), bias: (O,) -> out: (T, B, O, Ho, Wo), with
+    torch.nn.functional.conv2d(x_t, weight, bias, stride, padding) at every t.
+    """
+    k, s, p, Ho, Wo = _check_conv_args(x, weight, bias, stride, padding)
+    T, B, C, H, W = x.shape
+    O = weight.shape[0]
+    N = T * B
+    cols = im2col(x.reshape(N, C, H, W), k, s, p)  # (T, B, C, H, W) -> (N, C, H, W) -> (C*k*k, N*Ho*Wo)
+    # eq. (C2): (O, C, k, k) -> (O, C*k*k); (O, C*k*k) @ (C*k*k, N*Ho*Wo) -> (O, N*Ho*Wo)
+    out2d = weight.reshape(O, C * k * k) @ cols
+    out = np.empty((N, O, Ho * Wo), dtype=out2d.dtype)
+    np.add(out2d.reshape(O, N, Ho * Wo).transpose(1, 0, 2),       # (O, N*Ho*Wo) -> (O, N, Ho*Wo) -> (N, O, Ho*Wo)
+           bias.reshape(1, O, 1), out=out)                        # + b[o], in the same pass as the transposition
+    out = out.reshape(T, B, O, Ho, Wo)                            # (N, O, Ho*Wo) -> (T, B, O, Ho, Wo)
+    return out, Conv2dCache(x=x, weight=weight, stride=s, padding=p)
+
+
+def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_input_grad: bool = True):
+    """Adjoint of ``conv2d_forward``: dL/dout (T, B, O, Ho, Wo) -> (dW (O, C, k, k), db (O,), dx).
+
+    dx: (T, B, C, H, W), or None when ``need_input_grad`` is false (the first layer). One
+    matrix product for dW (eq. C3) and one for the unrolled dx (eq. C5), then ``col2im``.
+    dW and db are summed over t and b: the weight is shared across time.
+    """
+    x, weight, s, p = cache
+    T, B, C, H, W = x.shape
+    O, _, k, _ = weight.shape
+    N = T * B
+    Ho, Wo = conv_output_size(H, k, s, p), conv_output_size(W, k, s, p)
+    dout = _check_ndim("dout", dout, 5, f"(T, B, O, Ho, Wo) = {(T, B, O, Ho, Wo)}")
+    if dout.shape != (T, B, O, Ho, Wo):
+        raise RefsnnError(f"dout must have the forward output's shape (T, B, O, Ho, Wo) = "
+                          f"{(T, B, O, Ho, Wo)}, got {dout.shape}")
+    dtype = np.result_type(x, weight, dout)
+    dout2d = np.empty((O, N, Ho * Wo), dtype=dtype)
+    # (T, B, O, Ho, Wo) -> (N, O, Ho*Wo) -> (O, N, Ho*Wo)
+    np.copyto(dout2d, dout.reshape(N, O, Ho * Wo).transpose(1, 0, 2))
+    dout2d = dout2d.reshape(O, N * Ho * Wo)                       # (O, N, Ho*Wo) -> (O, N*Ho*Wo), no copy
+    db = dout2d.sum(axis=1)                                       # eq. (C4)
+    # (T, B, C, H, W) -> (N, C, H, W) -> (C*k*k, N*Ho*Wo), recomputed: see Conv2dCache
+    cols = im2col(x.reshape(N, C, H, W).astype(dtype, copy=False), k, s, p)
+    # eq. (C3): (O, N*Ho*Wo) @ (N*Ho*Wo, C*k*k) -> (O, C*k*k) -> (O, C, k, k)
+    dW = (dout2d @ cols.T).reshape(O, C, k, k)
+    if not need_input_grad:
+        return dW, db, None
+    # (O, C, k, k) -> (O, C*k*k) -> (C*k*k, O), a transposed view
+    w2d_t = weight.reshape(O, C * k * k).T.astype(dtype, copy=False)
+    # eq. (C5): (C*k*k, O) @ (O, N*Ho*Wo) -> (C*k*k, N*Ho*Wo), written over cols (no longer needed)
+    dcols = np.matmul(w2d_t, dout2d, out=cols)
+    dx = col2im(dcols, (N, C, H, W), k, s, p)                     # (C*k*k, N*Ho*Wo) -> (N, C, H, W)
+    return dW, db, dx.reshape(T, B, C, H, W)                      # (N, C, H, W) -> (T, B, C, H, W)
+
+
+def conv2d_forward_slow(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int = 1,
+                        padding: int = 0) -> np.ndarray:
+    """eq. (C1) by nested loops over (t, b, o, i, j): the oracle for ``conv2d_forward``. Returns out only."""
+    k, s, p, Ho, Wo = _check_conv_args(x, weight, bias, stride, padding)
+    T, B = x.shape[:2]
+    O = weight.shape[0]
+    x_pad = _pad(x, p)
+    out = np.zeros((T, B, O, Ho, Wo), dtype=np.result_type(x, weight, bias))
+    for t in range(T):
+        for b in range(B):
+            for o in range(O):
+                for i in range(Ho):
+                    for j in range(Wo):
+                        patch = x_pad[t, b, :, s * i:s * i + k, s * j:s * j + k]   # (C, k, k)
+                        out[t, b, o, i, j] = np.sum(patch * weight[o]) + bias[o]
+    return out
+
+
+# ----------------------------------------------------------------------------- pooling
+
+class PoolCache(NamedTuple):
+    """What an average or sum pooling backward needs: only the geometry and the scale."""
+
+    x_shape: tuple[int, ...]   # (T, B, C, H, W)
+    kernel: int
+    stride: int
+    scale: float               # 1/k^2 (average) or w (sum)
+
+
+class MaxPoolCache(NamedTuple):
+    """What ``max_pool_backward`` needs: the winner of every window."""
+
+    argmax: np.ndarray         # (T, B, C, Ho, Wo) row-major index u*k + v of the first maximum
+    x_shape: tuple[int, ...]   # (T, B, C, H, W)
+    kernel: int
+    stride: int
+
+
+def _pool_geometry(x: Any, kernel: Any, stride: Any) -> tuple[int, int, int, int]:
+    x = _check_ndim("x", x, 5, "(T, B, C, H, W)")
+    k = _check_int("kernel", kernel, 1)
+    s = k if stride is None else stride
+    k, s, _, Ho, Wo = _check_geometry(x.shape[3], x.shape[4], k, s, 0)
+    return k, s, Ho, Wo
+
+
+def _windows(x: np.ndarray, k: int, s: int) -> np.ndarray:
+    """The pooling windows of x as a view: (T, B, C, H, W) -> (T, B, C, Ho, Wo, k, k)."""
+    windows = sliding_window_view(x, (k, k), axis=(3, 4))        # (T, B, C, H-k+1, W-k+1, k, k), a view
+    return windows[:, :, :, ::s, ::s]                             # (T, B, C, Ho, Wo, k, k), floor mode
+
+
+def _scaled_pool_forward(x, kernel, stride, scale_of_k) -> tuple[np.ndarray, PoolCache]:
+    k, s, Ho, Wo = _pool_geometry(x, kernel, stride)
+    scale = scale_of_k(k)
+    # k*k strided adds of whole (T, B, C, Ho, Wo) grids: 3x or more faster than reducing the
+    # (..., k, k) window view, whose innermost loops are only k long.
+    out = np.zeros(x.shape[:3] + (Ho, Wo), dtype=_float_dtype(x))
+    for u in range(k):
+        for v in range(k):
+            rows, columns = _window_slices(u, v, s, Ho, Wo)
+            out += x[..., rows, columns]                          # element (u, v) of every window
+    out *= scale
+    return out, PoolCache(x_shape=x.shape, kernel=k, stride=s, scale=scale)
+
+
+def _scaled_pool_backward(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
+    T, B, C, H, W = cache.x_shape
+    k, s = cache.kernel, cache.stride
+    Ho, Wo = conv_output_size(H, k, s), conv_output_size(W, k, s)
+    _check_dout(dout, (T, B, C, Ho, Wo))
+    dout_scaled = dout * cache.scale                              # d out / d x = scale inside the window
+    dx = np.zeros(cache.x_shape, dtype=dout_scaled.dtype)         # dropped rows/columns keep 0
+    for u in range(k):
+        for v in range(k):
+            rows, columns = _window_slices(u, v, s, Ho, Wo)
+            _scatter(dx[..., rows, columns], dout_scaled, overlapping=s < k)  # onto offset (u, v) of every window
+    return dx
+
+
+def _scatter(target: np.ndarray, values: np.ndarray, overlapping: bool) -> None:
+    """target += values; a plain copy when windows do not overlap (each pixel is written once)."""
+    if overlapping:
+        target += values
+    else:
+        target[...] = values
+
+
+def _check_dout(dout: Any, shape: tuple[int, ...]) -> None:
+    _check_ndim("dout", dout, 5, f"(T, B, C, Ho, Wo) = {shape}")
+    if dout.shape != shape:
+        raise RefsnnError(f"dout must have the forward output's shape (T, B, C, Ho, Wo) = {shape}, got {dout.shape}")
+
+
+def avg_pool_forward(x: np.ndarray, kernel: int, stride: int | None = None) -> tuple[np.ndarray, PoolCache]:
+    """eq. (P1): x (T, B, C, H, W) -> (T, B, C, Ho, Wo), Ho = floor((H - k)/s) + 1, s = k by default."""
+    return _scaled_pool_forward(x, kernel, stride, lambda k: 1.0 / (k * k))
+
+
+def avg_pool_backward(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
+    """Adjoint of eq. (P1): dout (T, B, C, Ho, Wo) -> dx (T, B, C, H, W)."""
+    return _scaled_pool_backward(dout, cache)
+
+
+def sum_pool_forward(x: np.ndarray, kernel: int, weight: float,
+                     stride: int | None = None) -> tuple[np.ndarray, PoolCache]:
+    """eq. (P2): w times the window sum (fixed, not trained; the TSSL-BP code uses w = 1.1).
+
+    x (T, B, C, H, W) -> (T, B, C, Ho, Wo). ``weight`` has no default on purpose: the layer's
+    gain is a modelling choice the caller states.
+    """
+    if isinstance(weight, bool) or not isinstance(weight, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(weight):
+        raise RefsnnError(f"weight of sum pooling must be a finite number, got {weight!r}")
+    return _scaled_pool_forward(x, kernel, stride, lambda k: float(weight))
+
+
+def sum_pool_backward(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
+    """Adjoint of eq. (P2): dout (T, B, C, Ho, Wo) -> dx (T, B, C, H, W)."""
+    return _scaled_pool_backward(dout, cache)
+
+
+def max_pool_forward(x: np.ndarray, kernel: int, stride: int | None = None) -> tuple[np.ndarray, MaxPoolCache]:
+    """eq. (P3): x (T, B, C, H, W) -> (T, B, C, Ho, Wo); ties go to the first maximum (row-major)."""
+    k, s, Ho, Wo = _pool_geometry(x, kernel, stride)
+    T, B, C = x.shape[:3]
+    # (T, B, C, Ho, Wo, k, k) -> (T, B, C, Ho, Wo, k*k), row-major index u*k + v (a copy)
+    flat = _windows(x, k, s).reshape(T, B, C, Ho, Wo, k * k)
+    argmax = flat.argmax(axis=-1)                                 # first maximum: the tie rule of eq. (P3)
+    out = np.take_along_axis(flat, argmax[..., None], axis=-1)[..., 0]  # (T, B, C, Ho, Wo, 1) -> (T, B, C, Ho, Wo)
+    index_type = np.min_scalar_type(k * k - 1)                    # uint8 up to 16x16 windows
+    return out, MaxPoolCache(argmax=argmax.astype(index_type), x_shape=x.shape, kernel=k, stride=s)
+
+
+def max_pool_backward(dout: np.ndarray, cache: MaxPoolCache) -> np.ndarray:
+    """Adjoint of eq. (P3): each dout goes to its window's winner. dout (T, B, C, Ho, Wo) -> dx (T, B, C, H, W)."""
+    T, B, C, H, W = cache.x_shape
+    k, s = cache.kernel, cache.stride
+    Ho, Wo = conv_output_size(H, k, s), conv_output_size(W, k, s)
+    _check_dout(dout, (T, B, C, Ho, Wo))
+    dx = np.zeros(cache.x_shape, dtype=_float_dtype(dout))       # dropped rows/columns keep 0
+    for u in range(k):
+        for v in range(k):
+            rows, columns = _window_slices(u, v, s, Ho, Wo)
+            winners = np.where(cache.argmax == u * k + v, dout, 0.0)  # windows won by their (u, v) element
+            _scatter(dx[..., rows, columns], winners, overlapping=s < k)
+    return dx
+
+
+def pool_forward_slow(x: np.ndarray, mode: str, kernel: int, stride: int | None = None,
+                      weight: float = 1.0) -> np.ndarray:
+    """eq. (P1)-(P3) by loops over every window: the oracle for the pooling forwards.
+
+    mode: "avg", "sum" (times ``weight``) or "max". Returns out only (T, B, C, Ho, Wo).
+    """
+    if mode not in POOL_MODES:
+        raise RefsnnError(f"mode must be one of {', '.join(map(repr, POOL_MODES))}, got {mode!r}")
+    k, s, Ho, Wo = _pool_geometry(x, kernel, stride)
+    T, B, C = x.shape[:3]
+    out = np.zeros((T, B, C, Ho, Wo), dtype=_float_dtype(x))
+    for index in np.ndindex(T, B, C, Ho, Wo):
+        t, b, c, i, j = index
+        window = x[t, b, c, s * i:s * i + k, s * j:s * j + k]     # (k, k)
+        if mode == "avg":
+            out[index] = window.sum() / (k * k)
+        elif mode == "sum":
+            out[index] = weight * window.sum()
+        else:
+            out[index] = window.max()
+    return out
