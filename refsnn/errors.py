@@ -49,8 +49,8 @@ def check_number(name: str, value: Any, *, minimum: float | None = None,
 
 def check_array(name: str, value: Any, *, ndim: int | None = None,
                 shape: tuple[int | None, ...] | None = None,
-                shape_text: str | None = None) -> np.ndarray:
-    """Return ``value`` as a finite float64 array of the expected shape.
+                shape_text: str | None = None, dtype=np.float64) -> np.ndarray:
+    """Return ``value`` as a finite array of ``dtype`` (float64 by default) and the expected shape.
 
     ``shape`` may hold ``None`` for free dimensions; ``shape_text`` is how the expected shape is
     named in the message, e.g. ``"(T, B, 50)"``. Integer and boolean arrays are accepted and
@@ -71,7 +71,7 @@ def check_array(name: str, value: Any, *, ndim: int | None = None,
         if value.ndim != len(shape) or any(s is not None and s != v
                                            for s, v in zip(shape, value.shape)):
             raise RefsnnError(f"{name} must have shape {expected}, got {value.shape}")
-    array = np.asarray(value, dtype=np.float64) if value.dtype != np.float64 else value
+    array = np.asarray(value, dtype=dtype)
     if not np.all(np.isfinite(array)):
         bad = np.argwhere(~np.isfinite(array))[0]
         raise RefsnnError(f"{name} must be finite, got {array[tuple(bad)]} at index {tuple(int(i) for i in bad)}")

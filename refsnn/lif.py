@@ -79,7 +79,7 @@ def trace_forward(S: np.ndarray, tau: float) -> np.ndarray:
     S: (T, B, ...) -> f: (T, B, ...), f_0 = 0.
     """
     decay = 1.0 - 1.0 / tau
-    f = np.empty_like(S, dtype=np.float64)
+    f = np.empty_like(S, dtype=np.result_type(S.dtype, np.float32))
     np.multiply(S[0], 1.0 / tau, out=f[0])
     for t in range(1, S.shape[0]):
         np.multiply(f[t - 1], decay, out=f[t])
@@ -94,7 +94,7 @@ def trace_backward(df: np.ndarray, tau: float) -> np.ndarray:
     dS_t = (1/tau) * sum_{k >= t} (1 - 1/tau)^{k-t} df_k   (a "left tail" on each error).
     """
     decay = 1.0 - 1.0 / tau
-    df_total = np.empty_like(df, dtype=np.float64)     # total dL/df_t, carried backwards
+    df_total = np.empty_like(df, dtype=np.result_type(df.dtype, np.float32))     # total dL/df_t, carried backwards
     df_total[-1] = df[-1]
     for t in range(df.shape[0] - 2, -1, -1):
         np.multiply(df_total[t + 1], decay, out=df_total[t])
@@ -113,8 +113,8 @@ def lif_forward(current: np.ndarray, params: NeuronParams, surrogate: Surrogate,
     check_choice("forward", forward, FORWARDS)
     beta = 1.0 - 1.0 / params.tau_m
     spike = surrogate.spike if forward == "hard" else surrogate.relaxed
-    U = np.empty_like(current, dtype=np.float64)
-    S = np.empty_like(current, dtype=np.float64)
+    U = np.empty_like(current)                          # float64 (or float32 when asked)
+    S = np.empty_like(current)
     U[0] = current[0]                                   # eq. (1) with U_0 = S_0 = 0
     S[0] = spike(U[0] - params.theta)                   # eq. (3)
     keep = np.empty_like(U[0])                          # beta * (1 - S_{t-1}), reused

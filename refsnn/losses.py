@@ -85,8 +85,9 @@ class VanRossum(Loss):
     tau: float = 2.0
     name: ClassVar[str] = "van_rossum"
 
-    def check_target(self, target, T, B, n_out):
-        return check_array("target", target, shape=(T, B, n_out), shape_text=f"(T={T}, B={B}, n_out={n_out})")
+    def check_target(self, target, T, B, n_out, dtype=np.float64):
+        return check_array("target", target, shape=(T, B, n_out), shape_text=f"(T={T}, B={B}, n_out={n_out})",
+                           dtype=dtype)
 
     def forward(self, S, target):
         return van_rossum_forward(S, target, self.tau)
@@ -116,12 +117,12 @@ class CountMSE(Loss):
         check_number("spec.loss.true_rate", self.true_rate, minimum=0.0)
         check_number("spec.loss.false_rate", self.false_rate, minimum=0.0)
 
-    def check_target(self, target, T, B, n_out):
+    def check_target(self, target, T, B, n_out, dtype=np.float64):
         return check_labels(target, B, n_out)
 
     def forward(self, S, labels):
         T, B, n = S.shape
-        wanted = np.full((B, n), self.false_rate * T)
+        wanted = np.full((B, n), self.false_rate * T, dtype=S.dtype)
         wanted[np.arange(B), labels] = self.true_rate * T
         diff = S.sum(axis=0) - wanted                      # c_bn - c*_bn
         return 0.5 * float(np.sum(diff * diff)) / B, CountCache(diff / B, T)
@@ -136,7 +137,7 @@ class RateCE(Loss):
 
     name: ClassVar[str] = "rate_ce"
 
-    def check_target(self, target, T, B, n_out):
+    def check_target(self, target, T, B, n_out, dtype=np.float64):
         return check_labels(target, B, n_out)
 
     def forward(self, S, labels):
@@ -175,12 +176,12 @@ class VanRossumClass(Loss):
         d[:, np.arange(labels.size), labels] = true_train[:, None]
         return d
 
-    def check_target(self, target, T, B, n_out):
+    def check_target(self, target, T, B, n_out, dtype=np.float64):
         return check_labels(target, B, n_out)
 
     def forward(self, S, labels):
         T, B, n = S.shape
-        return van_rossum_forward(S, self.pattern(T, labels, n), self.tau, scale=1.0 / B)
+        return van_rossum_forward(S, self.pattern(T, labels, n).astype(S.dtype), self.tau, scale=1.0 / B)
 
     def backward(self, cache):
         return van_rossum_backward(cache)

@@ -15,7 +15,8 @@ of the traces with stride 2. Optional keys: ``n_out`` appends a dense output lay
 ("15C5-P2-40C5-P2-300" with n_out 10 is the paper's MNIST network), ``padding`` (zero padding of
 every convolution, default 0), ``stride`` (of every convolution, default 1), ``pooling``
 ("avg" (default, torch's avg_pool2d), "sum", "max") and ``pool_weight`` (the fixed weight of sum
-pooling, default 1.1 as in the TSSL-BP code). ``preset`` ("nmnist", "mnist", "cifar10") fills
+pooling, default 1.1 as in the TSSL-BP code), ``dtype`` ("float64", default, or "float32" for
+speed; the gradient checks and the oracle's guarantees are float64). ``preset`` ("nmnist", "mnist", "cifar10") fills
 input_shape, architecture and n_out of the paper's Table 3 networks (see PRESETS).
 
 Every weighted layer (dense or conv) is followed by the LIF neuron of eq. (1)-(3) and its trace
@@ -45,7 +46,8 @@ from .losses import LOSSES, Loss, make_loss
 from .surrogates import Surrogate, make_surrogate
 
 SPEC_KEYS = ("preset", "input_shape", "architecture", "n_out", "padding", "stride", "pooling",
-             "pool_weight", "neuron", "surrogate", "reset_grad", "forward", "loss", "input_trace")
+             "pool_weight", "neuron", "surrogate", "reset_grad", "forward", "loss", "input_trace", "dtype")
+DTYPES = ("float64", "float32")
 POOLINGS = ("avg", "sum", "max")
 
 #: The networks of the paper's Table 3 with their input shapes and time steps.
@@ -114,6 +116,7 @@ class Spec:
     stride: int = 1
     pooling: str = "avg"
     pool_weight: float = 1.1
+    dtype: str = "float64"
 
     @property
     def weighted(self) -> tuple[Layer, ...]:
@@ -150,7 +153,7 @@ class Spec:
                 "pool_weight": self.pool_weight,
                 "neuron": self.neuron._asdict(), "surrogate": self.surrogate.to_spec(),
                 "reset_grad": self.reset_grad, "forward": self.forward,
-                "loss": self.loss.to_spec(), "input_trace": self.input_trace}
+                "loss": self.loss.to_spec(), "input_trace": self.input_trace, "dtype": self.dtype}
 
 
 def layer_shapes(input_shape: tuple[int, ...], layers: tuple[Layer, ...]) -> list[tuple[int, ...]]:
@@ -263,7 +266,7 @@ def parse_spec(spec: Any) -> Spec:
                 forward=check_choice("spec.forward", spec.get("forward", "hard"), FORWARDS),
                 loss=make_loss(spec.get("loss", {"name": "van_rossum"}), default_tau=neuron_params.tau_s),
                 input_trace=input_trace, padding=padding, stride=stride, pooling=pooling,
-                pool_weight=pool_weight)
+                pool_weight=pool_weight, dtype=check_choice("spec.dtype", spec.get("dtype", "float64"), DTYPES))
 
 
 def init_params(spec: Spec, seed: int = 0) -> dict[str, np.ndarray]:
@@ -273,7 +276,7 @@ def init_params(spec: Spec, seed: int = 0) -> dict[str, np.ndarray]:
     for name, shape in spec.param_shapes().items():   # each weight comes before its bias
         if name.endswith(".weight"):
             bound = 1.0 / math.sqrt(math.prod(shape[1:]))  # 1/sqrt(fan_in), fan_in = in (* k * k)
-        params[name] = rng.uniform(-bound, bound, size=shape)
+        params[name] = rng.uniform(-bound, bound, size=shape).astype(spec.dtype)
     return params
 
 
@@ -289,17 +292,17 @@ def check_params(spec: Spec, params: Any) -> dict[str, np.ndarray]:
     if unknown:
         raise SpecError(f"params has unexpected key(s) {unknown} for architecture "
                         f"{spec.to_dict()['architecture']!r} (expected keys {list(shapes)})")
-    return {name: check_array(f"params[{name!r}]", params[name], shape=shape)
+    return {name: check_array(f"params[{name!r}]", params[name], shape=shape, dtype=spec.dtype)
             for name, shape in shapes.items()}
 
 
 def check_inputs(spec: Spec, x: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
     """x: (T, B, *input_shape), T >= 1, B >= 1, finite; target as the loss expects (losses.py)."""
     x = check_array("x", x, shape=(None, None, *spec.input_shape),
-                    shape_text=f"(T, B, {', '.join(map(str, spec.input_shape))})")
+                    shape_text=f"(T, B, {', '.join(map(str, spec.input_shape))})", dtype=spec.dtype)
     if x.shape[0] < 1 or x.shape[1] < 1:
         raise SpecError(f"x must have at least one time step and one sample (T >= 1, B >= 1), got shape {x.shape}")
-    return x, spec.loss.check_target(target, x.shape[0], x.shape[1], spec.n_out)
+    return x, spec.loss.check_target(target, x.shape[0], x.shape[1], spec.n_out, dtype=spec.dtype)
 
 
 class WeightedCache(NamedTuple):

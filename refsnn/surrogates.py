@@ -26,9 +26,16 @@ from scipy.special import expit
 from .errors import RefsnnError, check_number
 
 
+def as_float(x) -> np.ndarray:
+    """x as a float32 or float64 array (float32 stays float32; anything else becomes float64)."""
+    x = np.asarray(x)
+    return x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
+
+
 def heaviside(x: np.ndarray) -> np.ndarray:
-    """H(x) = 1 if x > 0 else 0 (strict: a neuron exactly at threshold does not spike), float64."""
-    return (x > 0).astype(np.float64)
+    """H(x) = 1 if x > 0 else 0 (strict: a neuron exactly at threshold does not spike), in x's float type."""
+    x = as_float(x)
+    return (x > 0).astype(x.dtype)
 
 
 @dataclass(frozen=True)
@@ -69,12 +76,12 @@ class Sigmoid(Surrogate):
         check_number("surrogate.T", self.T, minimum=0.0, strict_minimum=True)
 
     def relaxed(self, x):
-        return expit(np.asarray(x, dtype=np.float64) / self.T)   # never overflows
+        return expit(as_float(x) / self.T)   # never overflows
 
     def grad(self, x):
         # sigma_T (1 - sigma_T) / T written as sigma(z) sigma(-z) / T: 1 - sigma_T would cancel
         # for x >> T and lose all relative accuracy in the tails.
-        z = np.asarray(x, dtype=np.float64) / self.T
+        z = as_float(x) / self.T
         return expit(z) * expit(-z) / self.T
 
 
@@ -99,11 +106,11 @@ class FastSigmoid(Surrogate):
         check_number("surrogate.slope", self.slope, minimum=0.0, strict_minimum=True)
 
     def relaxed(self, x):
-        x = np.asarray(x, dtype=np.float64)
+        x = as_float(x)
         return 0.5 + x / (1.0 + self.slope * np.abs(x))
 
     def grad(self, x):
-        x = np.asarray(x, dtype=np.float64)
+        x = as_float(x)
         return 1.0 / (1.0 + self.slope * np.abs(x)) ** 2
 
 
@@ -125,11 +132,11 @@ class ATan(Surrogate):
         check_number("surrogate.alpha", self.alpha, minimum=0.0, strict_minimum=True)
 
     def relaxed(self, x):
-        x = np.asarray(x, dtype=np.float64)
+        x = as_float(x)
         return 0.5 + np.arctan(0.5 * math.pi * self.alpha * x) / math.pi
 
     def grad(self, x):
-        x = np.asarray(x, dtype=np.float64)
+        x = as_float(x)
         return 0.5 * self.alpha / (1.0 + (0.5 * math.pi * self.alpha * x) ** 2)
 
 
@@ -153,13 +160,13 @@ class Triangle(Surrogate):
         check_number("surrogate.alpha", self.alpha, minimum=0.0, strict_minimum=True)
 
     def relaxed(self, x):
-        x = np.asarray(x, dtype=np.float64)
+        x = as_float(x)
         a = self.alpha
         inside = 0.5 + a * x - 0.5 * a * a * x * np.abs(x)
         return np.where(x < -1.0 / a, 0.0, np.where(x > 1.0 / a, 1.0, inside))
 
     def grad(self, x):
-        x = np.asarray(x, dtype=np.float64)
+        x = as_float(x)
         return self.alpha * np.maximum(0.0, 1.0 - self.alpha * np.abs(x))
 
 
@@ -181,11 +188,11 @@ class Rectangle(Surrogate):
         check_number("surrogate.width", self.width, minimum=0.0, strict_minimum=True)
 
     def relaxed(self, x):
-        x = np.asarray(x, dtype=np.float64)
+        x = as_float(x)
         return np.clip(x / self.width + 0.5, 0.0, 1.0)
 
     def grad(self, x):
-        x = np.asarray(x, dtype=np.float64)
+        x = as_float(x)
         return np.where(np.abs(x) < 0.5 * self.width, 1.0 / self.width, 0.0)
 
 
@@ -208,12 +215,12 @@ class Exponential(Surrogate):
         check_number("surrogate.alpha", self.alpha, minimum=0.0, strict_minimum=True)
 
     def relaxed(self, x):
-        x = np.asarray(x, dtype=np.float64)
+        x = as_float(x)
         half = 0.5 * np.exp(-self.alpha * np.abs(x))
         return np.where(x > 0, 1.0 - half, half)
 
     def grad(self, x):
-        x = np.asarray(x, dtype=np.float64)
+        x = as_float(x)
         return 0.5 * self.alpha * np.exp(-self.alpha * np.abs(x))
 
 
