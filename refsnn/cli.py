@@ -3,6 +3,10 @@
     refsnn grad SPEC.json INPUTS.npz [--params PARAMS.npz] [--seed N] [--adjoints] --out OUT.npz
     refsnn reproduce toy [--out DIR] [--repeats N] [--lrs LR ...] [--workers N] [--scheduler ADDR]
                          [--quick] [--seed S]
+    refsnn reproduce table2 --dataset mnist|nmnist|cifar10 [--epochs N] [--train-size N] [--test-size N]
+                            [--seeds S ...] [--reset-grad MODE ...] [--workers N] [--scheduler ADDR]
+                            [--out DIR] [--quick] [--data DIR] [--time-steps T] [--batch-size B]
+                            [--lr LR] [--width W] [--dtype float64|float32]
 
 A user's mistake (bad file, bad spec, bad shape, bad option) prints one line,
 ``refsnn: error: ...``, on stderr and exits with status 2; never a traceback.
@@ -98,6 +102,43 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument("--quick", action="store_true", help="a small version: few repeats, short grid")
     toy.add_argument("--seed", type=_nonnegative_int, default=0, help="seed of the resampled problems")
     toy.set_defaults(run=_run_reproduce_toy)
+
+    table2 = experiments.add_parser(
+        "table2", help="Table 2: CNN test accuracy with and without the reset term, on real data",
+        description="Train the paper's network of a data set (Table 3) for every seed x reset mode on the real "
+                    "data of the data directory and write DIR/results.json and DIR/results.md (mean +- std over "
+                    "seeds, paired differences, wall time). Re-running with the same --out skips finished runs "
+                    "(DIR/points/) and resumes interrupted ones from their checkpoints (DIR/runs/).")
+    table2.add_argument("--dataset", required=True, choices=("mnist", "nmnist", "cifar10"))
+    table2.add_argument("--epochs", type=_positive_int, default=None, metavar="N",
+                        help="training epochs (default: per data set, refsnn.table2.DEFAULTS)")
+    table2.add_argument("--train-size", type=_positive_int, default=None, metavar="N",
+                        help="class-balanced training subset (default: per data set)")
+    table2.add_argument("--test-size", type=_positive_int, default=None, metavar="N",
+                        help="class-balanced test subset (default: per data set)")
+    table2.add_argument("--seeds", type=_nonnegative_int, nargs="+", default=None, metavar="S",
+                        help="seed values, not a count (default 0 1 2; 0 with --quick)")
+    table2.add_argument("--reset-grad", nargs="+", default=["full", "detached"], metavar="MODE",
+                        choices=("full", "detached", "ignored"),
+                        help="reset modes to compare, the first against each other (default: full detached)")
+    table2.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                        help="local worker processes (default: the number of CPUs)")
+    table2.add_argument("--scheduler", default=None, metavar="ADDR",
+                        help="run on this Dask scheduler (e.g. tcp://host:8786); needs refsnn[dask]")
+    table2.add_argument("--out", default=None, metavar="DIR",
+                        help="output folder (default: runs/table2-DATASET, runs/table2-DATASET-quick with --quick)")
+    table2.add_argument("--quick", action="store_true",
+                        help="a small run (MNIST: 512 training samples, T=8, 1 epoch, 1 seed) for CI")
+    table2.add_argument("--data", default=None, metavar="DIR",
+                        help="data directory (default: $REFSNN_DATA, else ../shared/data)")
+    table2.add_argument("--time-steps", type=_positive_int, default=None, metavar="T",
+                        help="time steps (default: the paper's, MNIST 30, N-MNIST 5, CIFAR-10 5)")
+    table2.add_argument("--batch-size", type=_positive_int, default=None, metavar="B", help="default 16")
+    table2.add_argument("--lr", type=_positive_float, default=None, metavar="LR", help="AdamW rate (default 1e-3)")
+    table2.add_argument("--width", type=_positive_float, default=None, metavar="W",
+                        help="hidden-layer width factor (default 1; 0.25 for CIFAR-10)")
+    table2.add_argument("--dtype", choices=("float64", "float32"), default=None, help="default float64")
+    table2.set_defaults(run=_run_reproduce_table2)
     return parser
 
 
@@ -125,6 +166,34 @@ def _run_reproduce_toy(args) -> int:
     print(toy.summary_table(doc))
     print(f"{2 * len(doc['learning_rates']) * repeats} points in {time.monotonic() - start:.1f} s; "
           f"wrote {os.path.join(args.out, 'results.json')}, fig2.png, fig3.png")
+    return 0
+
+
+def _table2_command(args, seeds, out) -> str:
+    """The command line that reproduces this run (the options given, seeds and --out made explicit)."""
+    words = ["refsnn", "reproduce", "table2", "--dataset", args.dataset]
+    for option in ("epochs", "train_size", "test_size", "time_steps", "batch_size", "lr", "width", "dtype"):
+        value = getattr(args, option)
+        if value is not None:
+            words += [f"--{option.replace('_', '-')}", str(value)]
+    words += ["--seeds", *map(str, seeds), "--reset-grad", *args.reset_grad, "--out", out]
+    return " ".join(words + (["--quick"] if args.quick else []))
+
+
+def _run_reproduce_table2(args) -> int:
+    from . import table2
+
+    seeds = args.seeds if args.seeds is not None else (table2.QUICK_SEEDS if args.quick else table2.DEFAULT_SEEDS)
+    out = args.out or os.path.join("runs", f"table2-{args.dataset}" + ("-quick" if args.quick else ""))
+    doc = table2.reproduce(args.dataset, out, seeds=seeds, modes=args.reset_grad, quick=args.quick,
+                           workers=args.workers, scheduler=args.scheduler, data_dir=args.data,
+                           command=_table2_command(args, seeds, out),
+                           epochs=args.epochs, train_size=args.train_size, test_size=args.test_size,
+                           time_steps=args.time_steps, batch_size=args.batch_size, lr=args.lr,
+                           width=args.width, dtype=args.dtype)
+    print(table2.summary_lines(doc))
+    print(f"{len(doc['runs'])} runs in {doc['wall_seconds']:.1f} s; wrote {os.path.join(out, 'results.json')} "
+          "and results.md")
     return 0
 
 

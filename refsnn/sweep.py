@@ -36,6 +36,7 @@ import re
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
@@ -117,7 +118,7 @@ class Progress:
         bar = "#" * filled + "." * (width - filled)
         computed = self.done - self.first_done
         left = self.total - self.done
-        eta = f", ~{elapsed / computed * left:.0f}s left" if computed and left else ""
+        eta = f", ~{elapsed / computed * left:.0f}s left" if computed >= 5 and left else ""
         return f"{self.label} [{bar}] {self.done}/{self.total} points, {elapsed:.0f}s{eta}"
 
     def update(self, n: int = 1) -> None:
@@ -147,9 +148,33 @@ class Progress:
 
 # ----------------------------------------------------------------------------- runners
 
-def _ignore_sigint() -> None:
-    """Pool worker initialiser: Ctrl-C is handled by the parent, which cancels the pool."""
+def _worker_init(parent_pid: int) -> None:
+    """Pool worker initialiser: leave Ctrl-C to the parent, and exit if the parent dies.
+
+    The parent handles Ctrl-C (and SIGTERM) by terminating the pool; a parent killed outright
+    (SIGKILL) cannot, so each worker watches for being orphaned and exits within a second.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def exit_when_orphaned() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=exit_when_orphaned, daemon=True).start()
+
+
+def _call(task: tuple[Callable, int, Any]) -> tuple[int, Any]:
+    fn, index, point = task
+    return index, fn(point)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an interruption so that the pool is torn down like on Ctrl-C."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
 
 
 def _run_local(fn: Callable, todo: list[tuple[int, Any]], workers: int, on_result: Callable) -> None:
@@ -157,20 +182,21 @@ def _run_local(fn: Callable, todo: list[tuple[int, Any]], workers: int, on_resul
         for index, point in todo:
             on_result(index, fn(point))
         return
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), initializer=_ignore_sigint,
-                               mp_context=multiprocessing.get_context("spawn"))
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    pool = multiprocessing.get_context("spawn").Pool(min(workers, len(todo)), initializer=_worker_init,
+                                                     initargs=(os.getpid(),))
     try:
-        pending = {pool.submit(fn, point): index for index, point in todo}
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                on_result(pending.pop(future), future.result())
+        for index, result in pool.imap_unordered(_call, [(fn, index, point) for index, point in todo]):
+            on_result(index, result)
+        pool.close()
     except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.terminate()                 # running points are lost; finished ones are on disk
         raise
-    pool.shutdown(wait=True)
+    finally:
+        pool.join()
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _run_dask(fn: Callable, todo: list[tuple[int, Any]], scheduler: str, on_result: Callable) -> None:
@@ -179,6 +205,14 @@ def _run_dask(fn: Callable, todo: list[tuple[int, Any]], scheduler: str, on_resu
     except ImportError:
         raise RefsnnError("--scheduler needs dask.distributed, which is not installed: "
                           "pip install 'refsnn[dask]'") from None
+    from distributed.comm.addressing import get_address_host_port, parse_address
+
+    try:                                 # a malformed address would leave a half-built Client behind
+        if parse_address(scheduler)[0] in ("tcp", "tls", "ws", "wss"):
+            get_address_host_port(scheduler)
+    except ValueError as exc:
+        raise RefsnnError(f"--scheduler: {scheduler!r} is not a scheduler address such as "
+                          f"tcp://host:8786: {exc}") from None
     try:
         client = Client(scheduler, timeout=20, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
@@ -186,7 +220,7 @@ def _run_dask(fn: Callable, todo: list[tuple[int, Any]], scheduler: str, on_resu
     futures: dict = {}
     try:
         futures = {client.submit(fn, point, pure=False): index for index, point in todo}
-        for future in as_completed(list(futures)):
+        for future in as_completed(list(futures), loop=client.loop):
             on_result(futures[future], future.result())
     except BaseException:
         client.cancel(list(futures))
