@@ -15,7 +15,7 @@ How a document is read (the convention the docs follow):
   as with ``conftest.require``).
 
 The shipped example (examples/) is checked too: make_example.py reproduces inputs.npz, and the
-README's main command runs on it.
+the oracle command of docs/oracle.md runs on it.
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ def test_example_spec_is_the_papers_toy_neuron():
     assert {key: spec[key] for key in expected} == expected
 
 
-def test_readme_main_command_runs_on_the_shipped_example(tmp_path):
+def test_shipped_example_command_runs(tmp_path):
     out = tmp_path / "out.npz"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     result = subprocess.run([sys.executable, "-m", "refsnn", "grad", "examples/spec.json",
