@@ -6,7 +6,8 @@
     refsnn reproduce table2 --dataset mnist|nmnist|cifar10 [--epochs N] [--train-size N] [--test-size N]
                             [--seeds S ...] [--reset-grad MODE ...] [--workers N] [--scheduler ADDR]
                             [--out DIR] [--quick] [--data DIR] [--time-steps T] [--batch-size B]
-                            [--lr LR] [--width W] [--dtype float64|float32]
+                            [--lr LR] [--width W] [--dtype float64|float32] [--loss NAME]
+                            [--init-gain G]
 
 A user's mistake (bad file, bad spec, bad shape, bad option) prints one line,
 ``refsnn: error: ...``, on stderr and exits with status 2; never a traceback.
@@ -117,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     table2.add_argument("--test-size", type=_positive_int, default=None, metavar="N",
                         help="class-balanced test subset (default: per data set)")
     table2.add_argument("--seeds", type=_nonnegative_int, nargs="+", default=None, metavar="S",
-                        help="seed values, not a count (default 0 1 2; 0 with --quick)")
+                        help="seed values, not a count (default 0 1 2; 0 1 with --quick)")
     table2.add_argument("--reset-grad", nargs="+", default=["full", "detached"], metavar="MODE",
                         choices=("full", "detached", "ignored"),
                         help="reset modes to compare, the first against each other (default: full detached)")
@@ -128,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     table2.add_argument("--out", default=None, metavar="DIR",
                         help="output folder (default: runs/table2-DATASET, runs/table2-DATASET-quick with --quick)")
     table2.add_argument("--quick", action="store_true",
-                        help="a small run (MNIST: 512 training samples, T=8, 1 epoch, 1 seed) for CI")
+                        help="a small run for CI (MNIST: 512 training samples, T=8, 1 epoch, seeds 0 1)")
     table2.add_argument("--data", default=None, metavar="DIR",
                         help="data directory (default: $REFSNN_DATA, else ../shared/data)")
     table2.add_argument("--time-steps", type=_positive_int, default=None, metavar="T",
@@ -138,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     table2.add_argument("--width", type=_positive_float, default=None, metavar="W",
                         help="hidden-layer width factor (default 1; 0.25 for CIFAR-10)")
     table2.add_argument("--dtype", choices=("float64", "float32"), default=None, help="default float64")
+    table2.add_argument("--loss", choices=("count_mse", "rate_ce", "van_rossum_class"), default=None,
+                        help="classification loss with its default parameters (default: count_mse; rate_ce "
+                             "for CIFAR-10)")
+    table2.add_argument("--init-gain", type=_positive_float, default=None, metavar="G",
+                        help="initial weights = G x torch's default (default 1; 3 for CIFAR-10)")
     table2.set_defaults(run=_run_reproduce_table2)
     return parser
 
@@ -172,7 +178,8 @@ def _run_reproduce_toy(args) -> int:
 def _table2_command(args, seeds, out) -> str:
     """The command line that reproduces this run (the options given, seeds and --out made explicit)."""
     words = ["refsnn", "reproduce", "table2", "--dataset", args.dataset]
-    for option in ("epochs", "train_size", "test_size", "time_steps", "batch_size", "lr", "width", "dtype"):
+    for option in ("epochs", "train_size", "test_size", "time_steps", "batch_size", "lr", "width", "dtype", "loss",
+                   "init_gain"):
         value = getattr(args, option)
         if value is not None:
             words += [f"--{option.replace('_', '-')}", str(value)]
@@ -190,7 +197,8 @@ def _run_reproduce_table2(args) -> int:
                            command=_table2_command(args, seeds, out),
                            epochs=args.epochs, train_size=args.train_size, test_size=args.test_size,
                            time_steps=args.time_steps, batch_size=args.batch_size, lr=args.lr,
-                           width=args.width, dtype=args.dtype)
+                           width=args.width, dtype=args.dtype, init_gain=args.init_gain,
+                           loss={"name": args.loss} if args.loss else None)
     print(table2.summary_lines(doc))
     print(f"{len(doc['runs'])} runs in {doc['wall_seconds']:.1f} s; wrote {os.path.join(out, 'results.json')} "
           "and results.md")

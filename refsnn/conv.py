@@ -25,6 +25,14 @@ order, and both the transposition to (N, O, Ho, Wo) and ``col2im``'s k*k strided
 contiguous rows of Wo values; the (N*Ho*Wo, C*k*k) layout made the forward 1.4-2.4x and the
 backward about 2x slower on the MNIST network's two conv shapes (OpenBLAS, 2 threads).
 
+Two orders of the columns, the same matrix products. Narrow outputs (Wo < BATCH_LAST_BELOW)
+use the (t, i, j, b) order of ``im2col_batch_last``: the input is first transposed to
+(T, C, H, W, B), so every copy of ``im2col`` and every add of ``col2im`` moves runs of Wo*B
+contiguous values instead of Wo (MNIST network, second conv, Wo = 8, one thread: im2col 31 ->
+12 ms, col2im 53 -> 21 ms), at the price of transposing out2d (O, T, Ho*Wo, B) back to
+(T, B, O, Ho, Wo), which is cheap when Ho*Wo is small and costs more than it saves when it is
+large (first conv, Wo = 24). Wide outputs keep the (n, i, j) order of ``im2col`` above.
+
 Pooling on (T, B, C, H, W) traces, window k, stride s (default s = k), no padding, floor mode
 (torch's defaults: rows and columns beyond the last full window are dropped and receive zero
 gradient), for every window R(i, j) = {(s i + u, s j + v): 0 <= u, v < k}:
@@ -44,8 +52,11 @@ and [[0, 1], [1, 1]] to the (0, 1) element; ``np.argmax`` makes the same choice.
 difference, for NaN only: torch also replaces on every NaN, so with two or more NaNs in a
 window it picks the last NaN and np.argmax the first (the value is NaN in both).
 
-Every forward returns ``(out, cache)`` with a NamedTuple cache and every backward takes
-``(dout, cache)``; nothing is kept between calls. ``conv2d_forward_slow`` and
+The copies and adds (im2col, col2im, pooling, the transpositions around the products) run on
+contiguous chunks of the batch or time axis in parallel threads (parallel.py): each output
+element is computed by the same operations whatever the chunking, so results do not depend on
+the number of threads. Every forward returns ``(out, cache)`` with a NamedTuple cache and every
+backward takes ``(dout, cache)``; nothing is kept between calls. ``conv2d_forward_slow`` and
 ``pool_forward_slow`` are the loop oracles the tests hold the fast versions equal to.
 """
 
@@ -57,8 +68,10 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import RefsnnError
+from .parallel import for_each_chunk
 
 POOL_MODES = ("avg", "sum", "max")
+BATCH_LAST_BELOW = 16        # output width below which the convolution uses the (t, i, j, b) column order
 
 
 # ----------------------------------------------------------------------------- validation
@@ -131,8 +144,12 @@ def im2col(x: np.ndarray, kernel: int, stride: int = 1, padding: int = 0) -> np.
     windows = sliding_window_view(x_pad, (k, k), axis=(2, 3))     # (N, C, H+2p-k+1, W+2p-k+1, k, k), a view
     windows = windows[:, :, ::s, ::s]                             # (N, C, Ho, Wo, k, k), a view
     cols = np.empty((C, k, k, N, Ho, Wo), dtype=x.dtype)
-    # (N, C, Ho, Wo, k, k) -> (C, k, k, N, Ho, Wo): the one copy
-    np.copyto(cols, windows.transpose(1, 4, 5, 0, 2, 3))
+
+    def gather(n: slice) -> None:
+        # (N, C, Ho, Wo, k, k) -> (C, k, k, N, Ho, Wo): the one copy, images n
+        np.copyto(cols[:, :, :, n], windows[n].transpose(1, 4, 5, 0, 2, 3))
+
+    for_each_chunk(gather, N, cols.size)
     return cols.reshape(C * k * k, N * Ho * Wo)                   # (C, k, k, N, Ho, Wo) -> (C*k*k, N*Ho*Wo), no copy
 
 
@@ -156,13 +173,77 @@ def col2im(cols: np.ndarray, x_shape: tuple[int, int, int, int], kernel: int, st
     patches = cols.reshape(C, k, k, N, Ho, Wo)                    # (C*k*k, N*Ho*Wo) -> (C, k, k, N, Ho, Wo)
     # Accumulate channel-major, (C, N, ...): each add below then reads and writes whole
     # contiguous (N, Ho, Wo) blocks; one transposing copy at the end also drops the padding.
-    dx_pad = np.zeros((C, N, H + 2 * p, W + 2 * p), dtype=cols.dtype)
-    for u in range(k):
-        for v in range(k):
-            rows, columns = _window_slices(u, v, s, Ho, Wo)
-            dx_pad[:, :, rows, columns] += patches[:, u, v]       # (C, N, Ho, Wo) onto the grid of offset (u, v)
     dx = np.empty((N, C, H, W), dtype=cols.dtype)
-    np.copyto(dx, dx_pad[:, :, p:p + H, p:p + W].transpose(1, 0, 2, 3))  # (C, N, H, W) -> (N, C, H, W)
+
+    def accumulate(n: slice) -> None:                             # images n
+        dx_pad = np.zeros((C, n.stop - n.start, H + 2 * p, W + 2 * p), dtype=cols.dtype)
+        for u in range(k):
+            for v in range(k):
+                rows, columns = _window_slices(u, v, s, Ho, Wo)
+                dx_pad[:, :, rows, columns] += patches[:, u, v, n]  # (C, n, Ho, Wo) onto the grid of offset (u, v)
+        np.copyto(dx[n], dx_pad[:, :, p:p + H, p:p + W].transpose(1, 0, 2, 3))  # (C, n, H, W) -> (n, C, H, W)
+
+    for_each_chunk(accumulate, N, cols.size)
+    return dx
+
+
+def im2col_batch_last(x: np.ndarray, kernel: int, stride: int = 1, padding: int = 0) -> np.ndarray:
+    """``im2col`` with the columns in (t, i, j, b) order, for long contiguous copies.
+
+    x: (T, B, C, H, W) -> cols: (C*k*k, T*Ho*Wo*B), C-contiguous, with
+    cols[(c, u, v), (t, i, j, b)] = x_pad[t, b, c, s*i + u, s*j + v] (rows as in ``im2col``;
+    column index ((t*Ho + i)*Wo + j)*B + b). x is first copied to (T, C, H+2p, W+2p, B) (the
+    padding is written in the same copy), so that for stride 1 each (j, b) run of the gather
+    below is Wo*B contiguous values.
+    """
+    x = _check_ndim("x", x, 5, "(T, B, C, H, W)")
+    T, B, C, H, W = x.shape
+    k, s, p, Ho, Wo = _check_geometry(H, W, kernel, stride, padding)
+    x_last = np.zeros((T, C, H + 2 * p, W + 2 * p, B), dtype=x.dtype) if p else \
+        np.empty((T, C, H, W, B), dtype=x.dtype)
+    windows = sliding_window_view(x_last, (k, k), axis=(2, 3))   # (T, C, H+2p-k+1, W+2p-k+1, B, k, k), a view
+    windows = windows[:, :, ::s, ::s]                             # (T, C, Ho, Wo, B, k, k), a view
+    cols = np.empty((C, k, k, T, Ho, Wo, B), dtype=x.dtype)
+
+    def gather(t: slice) -> None:                                 # time steps t
+        # (T, B, C, H, W) -> (T, C, H, W, B), into the interior of the padded buffer
+        np.copyto(x_last[t, :, p:p + H, p:p + W, :], x[t].transpose(0, 2, 3, 4, 1))
+        # (T, C, Ho, Wo, B, k, k) -> (C, k, k, T, Ho, Wo, B): the one gather copy
+        np.copyto(cols[:, :, :, t], windows[t].transpose(1, 5, 6, 0, 2, 3, 4))
+
+    for_each_chunk(gather, T, cols.size)
+    return cols.reshape(C * k * k, T * Ho * Wo * B)               # (C, k, k, T, Ho, Wo, B) -> (C*k*k, T*Ho*Wo*B), no copy
+
+
+def col2im_batch_last(cols: np.ndarray, x_shape: tuple[int, int, int, int, int], kernel: int,
+                      stride: int = 1, padding: int = 0) -> np.ndarray:
+    """The adjoint of ``im2col_batch_last``: cols (C*k*k, T*Ho*Wo*B) -> x (T, B, C, H, W).
+
+    x[t, b, c, h, w] = sum of cols[(c, u, v), (t, i, j, b)] over s*i + u - p == h and
+    s*j + v - p == w, accumulated in a (C, T, H+2p, W+2p, B) buffer (k*k adds of runs of Wo*B
+    values for stride 1), then transposed back in one copy that also drops the padding.
+    """
+    cols = _check_ndim("cols", cols, 2, "(C*k*k, T*Ho*Wo*B)")
+    if len(x_shape) != 5:
+        raise RefsnnError(f"x_shape must be (T, B, C, H, W), got {tuple(x_shape)}")
+    T, B, C, H, W = (int(n) for n in x_shape)
+    k, s, p, Ho, Wo = _check_geometry(H, W, kernel, stride, padding, what="x_shape")
+    if cols.shape != (C * k * k, T * Ho * Wo * B):
+        raise RefsnnError(f"cols must have shape (C*k*k, T*Ho*Wo*B) = ({C * k * k}, {T * Ho * Wo * B}) for "
+                          f"x_shape {tuple(x_shape)}, kernel {k}, stride {s}, padding {p}; got {cols.shape}")
+    patches = cols.reshape(C, k, k, T, Ho, Wo, B)                 # (C*k*k, T*Ho*Wo*B) -> (C, k, k, T, Ho, Wo, B)
+    dx = np.empty((T, B, C, H, W), dtype=cols.dtype)
+
+    def accumulate(t: slice) -> None:                             # time steps t
+        dx_last = np.zeros((C, t.stop - t.start, H + 2 * p, W + 2 * p, B), dtype=cols.dtype)
+        for u in range(k):
+            for v in range(k):
+                rows, columns = _window_slices(u, v, s, Ho, Wo)
+                dx_last[:, :, rows, columns, :] += patches[:, u, v, t]  # (C, t, Ho, Wo, B) onto the grid of offset (u, v)
+        # (C, t, H, W, B) -> (t, B, C, H, W), the padding dropped
+        np.copyto(dx[t], dx_last[:, :, p:p + H, p:p + W, :].transpose(1, 4, 0, 2, 3))
+
+    for_each_chunk(accumulate, T, cols.size)
     return dx
 
 
@@ -211,13 +292,23 @@ def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: 
     T, B, C, H, W = x.shape
     O = weight.shape[0]
     N = T * B
-    cols = im2col(x.reshape(N, C, H, W), k, s, p)  # (T, B, C, H, W) -> (N, C, H, W) -> (C*k*k, N*Ho*Wo)
-    # eq. (C2): (O, C, k, k) -> (O, C*k*k); (O, C*k*k) @ (C*k*k, N*Ho*Wo) -> (O, N*Ho*Wo)
-    out2d = weight.reshape(O, C * k * k) @ cols
-    out = np.empty((N, O, Ho * Wo), dtype=out2d.dtype)
-    np.add(out2d.reshape(O, N, Ho * Wo).transpose(1, 0, 2),       # (O, N*Ho*Wo) -> (O, N, Ho*Wo) -> (N, O, Ho*Wo)
-           bias.reshape(1, O, 1), out=out)                        # + b[o], in the same pass as the transposition
-    out = out.reshape(T, B, O, Ho, Wo)                            # (N, O, Ho*Wo) -> (T, B, O, Ho, Wo)
+    w2d = weight.reshape(O, C * k * k)                            # (O, C, k, k) -> (O, C*k*k)
+    out = np.empty((T, B, O, Ho * Wo), dtype=np.result_type(x, weight))
+    if Wo < BATCH_LAST_BELOW:
+        cols = im2col_batch_last(x, k, s, p)                      # (C*k*k, T*Ho*Wo*B)
+        out2d = w2d @ cols                                        # eq. (C2): (O, C*k*k) @ (C*k*k, T*Ho*Wo*B)
+        out2d = out2d.reshape(O, T, Ho * Wo, B).transpose(1, 3, 0, 2)  # (O, T*Ho*Wo*B) -> (T, B, O, Ho*Wo), a view
+    else:
+        cols = im2col(x.reshape(N, C, H, W), k, s, p)  # (T, B, C, H, W) -> (N, C, H, W) -> (C*k*k, N*Ho*Wo)
+        out2d = w2d @ cols                                        # eq. (C2): (O, C*k*k) @ (C*k*k, N*Ho*Wo)
+        out2d = out2d.reshape(O, T, B, Ho * Wo).transpose(1, 2, 0, 3)  # (O, N*Ho*Wo) -> (T, B, O, Ho*Wo), a view
+    del cols
+
+    def add_bias(t: slice) -> None:                               # + b[o], in the same pass as the transposition
+        np.add(out2d[t], bias.reshape(O, 1), out=out[t])
+
+    for_each_chunk(add_bias, T, out.size)
+    out = out.reshape(T, B, O, Ho, Wo)                            # (T, B, O, Ho*Wo) -> (T, B, O, Ho, Wo)
     return out, Conv2dCache(x=x, weight=weight, stride=s, padding=p)
 
 
@@ -226,7 +317,8 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_input_grad: bool 
 
     dx: (T, B, C, H, W), or None when ``need_input_grad`` is false (the first layer). One
     matrix product for dW (eq. C3) and one for the unrolled dx (eq. C5), then ``col2im``.
-    dW and db are summed over t and b: the weight is shared across time.
+    dW and db are summed over t and b: the weight is shared across time. The columns are in
+    the order the forward used (see BATCH_LAST_BELOW).
     """
     x, weight, s, p = cache
     T, B, C, H, W = x.shape
@@ -238,13 +330,24 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_input_grad: bool 
         raise RefsnnError(f"dout must have the forward output's shape (T, B, O, Ho, Wo) = "
                           f"{(T, B, O, Ho, Wo)}, got {dout.shape}")
     dtype = np.result_type(x, weight, dout)
-    dout2d = np.empty((O, N, Ho * Wo), dtype=dtype)
-    # (T, B, O, Ho, Wo) -> (N, O, Ho*Wo) -> (O, N, Ho*Wo)
-    np.copyto(dout2d, dout.reshape(N, O, Ho * Wo).transpose(1, 0, 2))
-    dout2d = dout2d.reshape(O, N * Ho * Wo)                       # (O, N, Ho*Wo) -> (O, N*Ho*Wo), no copy
+    batch_last = Wo < BATCH_LAST_BELOW
+    dout_tb = dout.reshape(T, B, O, Ho * Wo)                      # (T, B, O, Ho, Wo) -> (T, B, O, Ho*Wo)
+    if batch_last:
+        dout2d = np.empty((O, T, Ho * Wo, B), dtype=dtype)
+        dout2d_tb = dout2d.transpose(1, 3, 0, 2)                  # (O, T, Ho*Wo, B) as (T, B, O, Ho*Wo), a view
+        cols = im2col_batch_last(x.astype(dtype, copy=False), k, s, p)   # (C*k*k, T*Ho*Wo*B), recomputed: see Conv2dCache
+    else:
+        dout2d = np.empty((O, T, B, Ho * Wo), dtype=dtype)
+        dout2d_tb = dout2d.transpose(1, 2, 0, 3)                  # (O, T, B, Ho*Wo) as (T, B, O, Ho*Wo), a view
+        # (T, B, C, H, W) -> (N, C, H, W) -> (C*k*k, N*Ho*Wo), recomputed: see Conv2dCache
+        cols = im2col(x.reshape(N, C, H, W).astype(dtype, copy=False), k, s, p)
+
+    def transpose(t: slice) -> None:                              # dout into the columns' order
+        np.copyto(dout2d_tb[t], dout_tb[t])
+
+    for_each_chunk(transpose, T, dout2d.size)
+    dout2d = dout2d.reshape(O, N * Ho * Wo)                       # -> (O, N*Ho*Wo) in the columns' order, no copy
     db = dout2d.sum(axis=1)                                       # eq. (C4)
-    # (T, B, C, H, W) -> (N, C, H, W) -> (C*k*k, N*Ho*Wo), recomputed: see Conv2dCache
-    cols = im2col(x.reshape(N, C, H, W).astype(dtype, copy=False), k, s, p)
     # eq. (C3): (O, N*Ho*Wo) @ (N*Ho*Wo, C*k*k) -> (O, C*k*k) -> (O, C, k, k)
     dW = (dout2d @ cols.T).reshape(O, C, k, k)
     if not need_input_grad:
@@ -253,6 +356,8 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_input_grad: bool 
     w2d_t = weight.reshape(O, C * k * k).T.astype(dtype, copy=False)
     # eq. (C5): (C*k*k, O) @ (O, N*Ho*Wo) -> (C*k*k, N*Ho*Wo), written over cols (no longer needed)
     dcols = np.matmul(w2d_t, dout2d, out=cols)
+    if batch_last:
+        return dW, db, col2im_batch_last(dcols, (T, B, C, H, W), k, s, p)   # -> (T, B, C, H, W)
     dx = col2im(dcols, (N, C, H, W), k, s, p)                     # (C*k*k, N*Ho*Wo) -> (N, C, H, W)
     return dW, db, dx.reshape(T, B, C, H, W)                      # (N, C, H, W) -> (T, B, C, H, W)
 
@@ -312,14 +417,25 @@ def _windows(x: np.ndarray, k: int, s: int) -> np.ndarray:
 def _scaled_pool_forward(x, kernel, stride, scale_of_k) -> tuple[np.ndarray, PoolCache]:
     k, s, Ho, Wo = _pool_geometry(x, kernel, stride)
     scale = scale_of_k(k)
-    # k*k strided adds of whole (T, B, C, Ho, Wo) grids: 3x or more faster than reducing the
-    # (..., k, k) window view, whose innermost loops are only k long.
-    out = np.zeros(x.shape[:3] + (Ho, Wo), dtype=_float_dtype(x))
-    for u in range(k):
-        for v in range(k):
-            rows, columns = _window_slices(u, v, s, Ho, Wo)
-            out += x[..., rows, columns]                          # element (u, v) of every window
-    out *= scale
+    # The window sum is separable: first the k columns of every window, (T, B, C, H, W) ->
+    # (T, B, C, H, Wo), then the k rows of those sums -> (T, B, C, Ho, Wo); 2k - 2 adds on
+    # strided views, each written in place, instead of k*k adds of (.., Ho, Wo) grids.
+    column_slices = [_window_slices(0, v, s, Ho, Wo)[1] for v in range(k)]
+    row_slices = [_window_slices(u, 0, s, Ho, Wo)[0] for u in range(k)]
+    dtype = _float_dtype(x)
+    out = np.empty(x.shape[:3] + (Ho, Wo), dtype=dtype)
+
+    def window_sums(b: slice) -> None:                            # samples b
+        x_b, out_b = x[:, b], out[:, b]
+        column_sums = x_b[..., column_slices[0]].astype(dtype)    # (T, b, C, H, Wo), a copy
+        for columns in column_slices[1:]:
+            column_sums += x_b[..., columns]                      # element v of every window's rows
+        np.copyto(out_b, column_sums[..., row_slices[0], :])      # (T, b, C, Ho, Wo)
+        for rows in row_slices[1:]:
+            out_b += column_sums[..., rows, :]                    # row u of every window
+        out_b *= scale
+
+    for_each_chunk(window_sums, x.shape[1], x.size)
     return out, PoolCache(x_shape=x.shape, kernel=k, stride=s, scale=scale)
 
 
@@ -328,6 +444,21 @@ def _scaled_pool_backward(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     k, s = cache.kernel, cache.stride
     Ho, Wo = conv_output_size(H, k, s), conv_output_size(W, k, s)
     _check_dout(dout, (T, B, C, Ho, Wo))
+    dtype = _float_dtype(dout)
+    if s == k:
+        # windows tile the (Ho*k, Wo*k) corner: every pixel there receives scale * its window's
+        # dout, written in one broadcasting multiply through a (.., Ho, k, Wo, k) view of it
+        covered = Ho * k == H and Wo * k == W
+        dx = np.empty(cache.x_shape, dtype=dtype) if covered else \
+            np.zeros(cache.x_shape, dtype=dtype)                  # dropped rows/columns keep 0
+        tiles = dx[..., :Ho * k, :Wo * k]
+        tiles.shape = (T, B, C, Ho, k, Wo, k)                     # a view: raises rather than copy
+
+        def spread(b: slice) -> None:                             # samples b; d out / d x = scale in the window
+            np.multiply(dout[:, b, :, :, None, :, None], cache.scale, out=tiles[:, b])  # (.., Ho, 1, Wo, 1) -> every (u, v)
+
+        for_each_chunk(spread, B, dx.size)
+        return dx
     dout_scaled = dout * cache.scale                              # d out / d x = scale inside the window
     dx = np.zeros(cache.x_shape, dtype=dout_scaled.dtype)         # dropped rows/columns keep 0
     for u in range(k):

@@ -30,7 +30,10 @@ error as large as the term itself. See docs/derivation.md.
 
 Pure functions: every forward returns ``(out, cache)`` with a NamedTuple cache and every
 backward takes ``(upstream, cache)``; nothing is kept between calls. Only elementwise work sits
-in the loops over t. No autograd framework is imported here.
+in the loops over t, on one (B, ...) step at a time (small enough to stay in cache), written in
+place (``out=``). Samples are independent, so each loop runs on contiguous chunks of the batch
+in parallel threads (parallel.py; the results do not depend on the chunking). No autograd
+framework is imported here.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import check_choice
+from .parallel import for_each_chunk
 from .surrogates import Surrogate
 
 RESET_GRADS = ("full", "detached", "ignored")
@@ -58,7 +62,8 @@ class LIFCache(NamedTuple):
     """What the BPTT of one LIF layer needs: the membrane and the spikes of every step."""
 
     U: np.ndarray        # (T, B, ...) membrane potential U_t, after the input, before the reset
-    S: np.ndarray        # (T, B, ...) spikes S_t (0/1 for "hard", relaxed values for "smooth")
+    S: np.ndarray        # (T, B, ...) spikes S_t: bool for "hard" (1/8 of the memory of a float
+                         # array, and exact: S_t is 0 or 1), relaxed float values for "smooth"
     beta: float          # 1 - 1/tau_m
     theta: float
     surrogate: Surrogate
@@ -80,10 +85,17 @@ def trace_forward(S: np.ndarray, tau: float) -> np.ndarray:
     """
     decay = 1.0 - 1.0 / tau
     f = np.empty_like(S, dtype=np.result_type(S.dtype, np.float32))
-    np.multiply(S[0], 1.0 / tau, out=f[0])
-    for t in range(1, S.shape[0]):
-        np.multiply(f[t - 1], decay, out=f[t])
-        f[t] += S[t] / tau
+
+    def steps(b: slice) -> None:                        # all t for the samples b
+        S_b, f_b = S[:, b], f[:, b]
+        np.multiply(S_b[0], 1.0 / tau, out=f_b[0])
+        S_scaled = np.empty_like(f_b[0])                # S_t / tau, one buffer for all t
+        for t in range(1, S.shape[0]):
+            np.multiply(f_b[t - 1], decay, out=f_b[t])
+            np.divide(S_b[t], tau, out=S_scaled)
+            f_b[t] += S_scaled
+
+    _over_batch(steps, S)
     return f
 
 
@@ -95,12 +107,26 @@ def trace_backward(df: np.ndarray, tau: float) -> np.ndarray:
     """
     decay = 1.0 - 1.0 / tau
     df_total = np.empty_like(df, dtype=np.result_type(df.dtype, np.float32))     # total dL/df_t, carried backwards
-    df_total[-1] = df[-1]
-    for t in range(df.shape[0] - 2, -1, -1):
-        np.multiply(df_total[t + 1], decay, out=df_total[t])
-        df_total[t] += df[t]
-    df_total *= 1.0 / tau                               # dS_t = dL/df_t * df_t/dS_t
+
+    def steps(b: slice) -> None:                        # all t for the samples b
+        df_b, total_b = df[:, b], df_total[:, b]
+        total_b[-1] = df_b[-1]
+        for t in range(df.shape[0] - 2, -1, -1):
+            np.multiply(total_b[t + 1], decay, out=total_b[t])
+            total_b[t] += df_b[t]
+            total_b[t + 1] *= 1.0 / tau                 # dS_{t+1} = dL/df_{t+1} * df_{t+1}/dS_{t+1}, used above
+        total_b[0] *= 1.0 / tau                         # dS_1
+
+    _over_batch(steps, df)
     return df_total
+
+
+def _over_batch(steps, array: np.ndarray) -> None:
+    """steps(b) for chunks b of the batch axis (axis 1) of a (T, B, ...) array, in parallel."""
+    if array.ndim < 2:
+        steps(slice(None))
+    else:
+        for_each_chunk(steps, array.shape[1], array.size)
 
 
 def lif_forward(current: np.ndarray, params: NeuronParams, surrogate: Surrogate,
@@ -108,23 +134,39 @@ def lif_forward(current: np.ndarray, params: NeuronParams, surrogate: Surrogate,
     """Run eq. (1) and (3) over all steps.
 
     current: (T, B, ...) the input current I_t = W a_in_t + b of every step.
-    Returns S: (T, B, ...) and the cache for ``lif_backward``.
+    Returns S: (T, B, ...) (float, current's dtype) and the cache for ``lif_backward``.
+    Only elementwise work on one (B, ...) step sits in the loop, written in place (``out=``).
     """
     check_choice("forward", forward, FORWARDS)
     beta = 1.0 - 1.0 / params.tau_m
-    spike = surrogate.spike if forward == "hard" else surrogate.relaxed
+    theta = params.theta
+    hard = forward == "hard"
     U = np.empty_like(current)                          # float64 (or float32 when asked)
     S = np.empty_like(current)
-    U[0] = current[0]                                   # eq. (1) with U_0 = S_0 = 0
-    S[0] = spike(U[0] - params.theta)                   # eq. (3)
-    keep = np.empty_like(U[0])                          # beta * (1 - S_{t-1}), reused
-    for t in range(1, current.shape[0]):
-        np.subtract(1.0, S[t - 1], out=keep)
-        keep *= beta
-        np.multiply(U[t - 1], keep, out=U[t])           # eq. (1): leak and reset
-        U[t] += current[t]                              # eq. (1): input current
-        S[t] = spike(U[t] - params.theta)               # eq. (3)
-    return S, LIFCache(U=U, S=S, beta=beta, theta=params.theta, surrogate=surrogate)
+    # hard: H(U_t - theta) is U_t > theta exactly (U - theta rounds to 0 only when U == theta),
+    # so the spikes are computed as booleans, kept as such, and cast into S for the consumer
+    spiked = np.empty(current.shape, dtype=bool) if hard else None
+
+    def steps(b: slice) -> None:                        # all t for the samples b
+        I_b, U_b, S_b = current[:, b], U[:, b], S[:, b]
+        keep = np.empty_like(U_b[0])                    # beta * (1 - S_{t-1}), reused
+        for t in range(current.shape[0]):
+            if t == 0:
+                U_b[0] = I_b[0]                         # eq. (1) with U_0 = S_0 = 0
+            else:
+                np.subtract(1.0, S_b[t - 1], out=keep)
+                keep *= beta
+                np.multiply(U_b[t - 1], keep, out=U_b[t])   # eq. (1): leak and reset
+                U_b[t] += I_b[t]                        # eq. (1): input current
+            if hard:
+                spiked_b = spiked[t, b]
+                np.greater(U_b[t], theta, out=spiked_b)     # eq. (3), strict: U_t == theta does not spike
+                np.copyto(S_b[t], spiked_b)             # bool -> 0.0 / 1.0
+            else:
+                S_b[t] = surrogate.relaxed(U_b[t] - theta)  # eq. (3), smooth forward
+
+    _over_batch(steps, current)
+    return S, LIFCache(U=U, S=spiked if hard else S, beta=beta, theta=theta, surrogate=surrogate)
 
 
 def lif_backward(dL_dS: np.ndarray, cache: LIFCache, reset_grad: str = "full",
@@ -134,29 +176,51 @@ def lif_backward(dL_dS: np.ndarray, cache: LIFCache, reset_grad: str = "full",
     dL_dS: (T, B, ...) the gradient reaching S_t through this layer's output (the trace a_t, or
     the loss for the output layer); the reset path S_t -> U_{t+1} is added here.
     Returns dL_dU (T, B, ...), or with ``parts`` the LIFGrads split of eq. (7)-(8).
+
+    One loop backwards over t; each step is elementwise work on (B, ...) arrays that stay in
+    cache (the surrogate of eq. 10 too), with the carry dL/dU_{t+1} read from the step before.
     """
     check_choice("reset_grad", reset_grad, RESET_GRADS)
-    U, S, beta = cache.U, cache.S, cache.beta
-    sigma_prime = cache.surrogate.grad(U - cache.theta)          # eq. (10) at every step
-    spatial = dL_dS * sigma_prime                                # eq. (7), spatial term
-    if reset_grad == "ignored":
-        leak_coef = np.full_like(U, beta)                        # dU_{t+1}/dU_t = beta
-        reset_coef = None
-    else:
-        leak_coef = beta * (1.0 - S)                             # eq. (8), first term
-        reset_coef = -beta * U * sigma_prime if reset_grad == "full" else None  # eq. (8), reset
-    carry = leak_coef if reset_coef is None else leak_coef + reset_coef  # dU_{t+1}/dU_t
+    U, S, beta, theta = cache.U, cache.S, cache.beta, cache.theta
+    T = U.shape[0]
+    dL_dU = np.empty(U.shape, dtype=np.result_type(dL_dS.dtype, U.dtype))
+    if parts:
+        spatial, leak, reset = np.empty_like(dL_dU), np.zeros_like(dL_dU), np.zeros_like(dL_dU)
 
-    dL_dU = np.empty_like(spatial)
-    dL_dU[-1] = spatial[-1]                                      # dL/dU_{T+1} = 0
-    for t in range(U.shape[0] - 2, -1, -1):
-        np.multiply(dL_dU[t + 1], carry[t], out=dL_dU[t])        # eq. (7), temporal term
-        dL_dU[t] += spatial[t]                                   # eq. (7), spatial term
+    def steps(b: slice) -> None:                        # all t, backwards, for the samples b
+        U_b, S_b, dS_b, dU_b = U[:, b], S[:, b], dL_dS[:, b], dL_dU[:, b]
+        beta_dU_next = np.empty_like(dU_b[0])           # beta * dL/dU_{t+1}
+        term = np.empty_like(dU_b[0])                   # the leak, then the reset term of step t
+        silent = np.empty(S_b.shape[1:], dtype=bool) if S.dtype == bool else np.empty_like(dU_b[0])  # 1 - S_t
+        for t in range(T - 1, -1, -1):
+            sigma_prime = cache.surrogate.grad(U_b[t] - theta)     # eq. (10)
+            np.multiply(dS_b[t], sigma_prime, out=dU_b[t])         # eq. (7), spatial term
+            if parts:
+                spatial[t, b] = dU_b[t]
+            if t == T - 1:                                          # dL/dU_{T+1} = 0
+                continue
+            np.multiply(dU_b[t + 1], beta, out=beta_dU_next)
+            if reset_grad == "ignored":                             # dU_{t+1}/dU_t = beta
+                dU_b[t] += beta_dU_next
+                if parts:
+                    leak[t, b] = beta_dU_next
+                continue
+            if S.dtype == bool:
+                np.logical_not(S_b[t], out=silent)
+            else:
+                np.subtract(1.0, S_b[t], out=silent)
+            np.multiply(beta_dU_next, silent, out=term)            # eq. (8), first term: beta (1 - S_t)
+            dU_b[t] += term
+            if parts:
+                leak[t, b] = term
+            if reset_grad == "full":
+                np.multiply(beta_dU_next, U_b[t], out=term)        # eq. (8), reset: -beta U_t sigma'_t
+                term *= sigma_prime
+                dU_b[t] -= term
+                if parts:
+                    np.negative(term, out=reset[t, b])
+
+    _over_batch(steps, U)
     if not parts:
         return dL_dU
-
-    dU_next = np.zeros_like(dL_dU)                               # dL/dU_{t+1} at step t
-    dU_next[:-1] = dL_dU[1:]
-    leak = dU_next * leak_coef
-    reset = dU_next * reset_coef if reset_coef is not None else np.zeros_like(dL_dU)
     return LIFGrads(dL_dU=dL_dU, spatial=spatial, leak=leak, reset=reset)

@@ -383,7 +383,7 @@ def network_backward(spec: Spec, cache: NetworkCache, adjoints: bool = False) ->
         out[f"grad/layers.{i}.bias"] = db
         if adjoints:
             out[f"U/{i}"] = layer_cache.lif.U
-            out[f"S/{i}"] = layer_cache.lif.S
+            out[f"S/{i}"] = layer_cache.lif.S.astype(layer_cache.lif.U.dtype)   # bool (hard) -> 0.0 / 1.0
             out[f"dL_dS/{i}"] = dL_dS
             out[f"dL_dU/{i}"] = grads.dL_dU
             out[f"dL_dU_spatial/{i}"] = grads.spatial

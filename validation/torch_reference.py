@@ -2,17 +2,32 @@
 
 refsnn differentiates by hand; this module writes the *forward* of the same network in torch
 and lets autograd produce every gradient, so that tests can hold the two against each other in
-float64. It is written from the equations of ``refsnn/lif.py`` (eq. 1-3, 6), not from refsnn's
-backward: the only hand-written derivatives here are the surrogate derivatives of the hard
-forward, which are the definition of a surrogate, not a BPTT step.
+float64. It is written from the equations of ``refsnn/lif.py`` (eq. 1-3, 6), the layer formulas
+of ``refsnn/conv.py`` (C1, P1-P3) and the loss formulas of ``refsnn/losses.py``, not from
+refsnn's backward: the only hand-written derivatives here are the surrogate derivatives of the
+hard forward, which are the definition of a surrogate, not a BPTT step.
 
-Per dense LIF layer, time-major (T, B, n), U_0 = S_0 = a_0 = 0:
+Per LIF layer, time-major (T, B, ...), U_0 = S_0 = a_0 = 0:
 
-    (1)  U_t = beta * U_{t-1} * (1 - S_{t-1}) + W a_in_t + b,    beta = 1 - 1/tau_m
+    (1)  U_t = beta * U_{t-1} * (1 - S_{t-1}) + I_t,    beta = 1 - 1/tau_m
+         I_t = W a_in_t + b                           (dense: a_in flattened in (C, H, W) order)
+         I_t = conv2d(a_in_t, W, b, stride, padding)  (torch.nn.functional.conv2d)
     (3)  S_t = H(U_t - theta) with a surrogate backward   ("hard": a torch.autograd.Function)
          S_t = relaxed(U_t - theta), plain autograd        ("smooth")
     (2)  a_t = (1 - 1/tau_s) a_{t-1} + S_t / tau_s          (the next layer reads a)
+    pooling of a ("P2"): avg  torch.nn.functional.avg_pool2d(a, k)
+                         sum  w * avg_pool2d(a, k, divisor_override=1)   (window sum times w)
+                         max  torch.nn.functional.max_pool2d(a, k)
     (6)  L = 1/2 sum_t sum_b sum_n (f(d)_t - f(S)_t)^2, f the filter of (2) with the loss tau
+    classification losses (labels y, counts c_bn = sum_t S_tbn, means over the batch B):
+         count_mse         L = 1/(2B) sum_bn (c_bn - c*_bn)^2, c* = true_rate T on the label,
+                           false_rate T elsewhere
+         rate_ce           L = 1/B sum_b (logsumexp_n c_bn - c_b,y_b)
+         van_rossum_class  L = 1/B * (6) against d: the label's neuron spikes at t = true_period,
+                           2 true_period, ..., the others every false_period steps (0: never)
+
+The stateless layers (conv, pooling, dense) run on the time-folded batch (T*B, ...); only the
+LIF recurrence and the traces loop over t.
 
 The reset modes are expressed in the forward graph, so autograd sees exactly what each means:
 "full" keeps S_{t-1} in the graph (gradient flows through the reset), "detached" uses
@@ -30,8 +45,10 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from refsnn import parse_spec
+from refsnn.network import Dense, Pool
 
 DTYPE = torch.float64
 
@@ -184,34 +201,91 @@ def lif_layer(current: torch.Tensor, beta: float, theta: float, spike: Callable,
     return U_list, S_list
 
 
+def pool(a: torch.Tensor, layer: Pool) -> torch.Tensor:
+    """Pooling of traces (T, B, C, H, W) -> (T, B, C, Ho, Wo): window and stride layer.size, floor mode."""
+    T, B = a.shape[:2]
+    folded = a.reshape(T * B, *a.shape[2:])              # (T, B, C, H, W) -> (T*B, C, H, W)
+    k = layer.size
+    if layer.kind == "avg":
+        out = F.avg_pool2d(folded, k)
+    elif layer.kind == "sum":
+        out = layer.weight * F.avg_pool2d(folded, k, divisor_override=1)   # w * window sum
+    elif layer.kind == "max":
+        out = F.max_pool2d(folded, k)
+    else:
+        raise ValueError(f"pooling kind must be 'avg', 'sum' or 'max', got {layer.kind!r}")
+    return out.reshape(T, B, *out.shape[1:])             # (T*B, C, Ho, Wo) -> (T, B, C, Ho, Wo)
+
+
+def weighted_current(a: torch.Tensor, layer, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """I_t = W a_t + b (dense, a flattened in (C, H, W) order) or conv2d(a_t) for all t at once."""
+    T, B = a.shape[:2]
+    if isinstance(layer, Dense):
+        return a.reshape(T, B, -1) @ weight.T + bias      # (T, B, ...) -> (T, B, n_in) -> (T, B, out)
+    folded = a.reshape(T * B, *a.shape[2:])              # (T, B, C, H, W) -> (T*B, C, H, W)
+    out = F.conv2d(folded, weight, bias, stride=layer.stride, padding=layer.padding)
+    return out.reshape(T, B, *out.shape[1:])             # (T*B, O, Ho, Wo) -> (T, B, O, Ho, Wo)
+
+
+def class_pattern(T: int, labels: torch.Tensor, n_out: int, true_period: int, false_period: int) -> torch.Tensor:
+    """The van_rossum_class target d (T, B, n_out): spikes at t = period, 2 period, ... (t from 1)."""
+    t = torch.arange(1, T + 1)
+    true_train = (t % true_period == 0).to(DTYPE)
+    false_train = (t % false_period == 0).to(DTYPE) if false_period else torch.zeros(T, dtype=DTYPE)
+    is_label = torch.nn.functional.one_hot(labels, n_out).to(torch.bool)          # (B, n_out)
+    return torch.where(is_label[None], true_train[:, None, None], false_train[:, None, None])
+
+
+def loss_of(loss_spec, S: torch.Tensor, target: np.ndarray) -> torch.Tensor:
+    """The loss of the output spikes S (T, B, n_out), from the formulas of refsnn/losses.py."""
+    T, B, n_out = S.shape
+    name = loss_spec.name
+    if name == "van_rossum":
+        d = torch.tensor(np.asarray(target, dtype=np.float64), dtype=DTYPE)
+        error = trace(S, loss_spec.tau) - trace(d, loss_spec.tau)
+        return 0.5 * (error * error).sum()               # eq. (6)
+    labels = torch.tensor(np.asarray(target).astype(np.int64))
+    counts = S.sum(dim=0)                                # c_bn = sum_t S_tbn, (B, n_out)
+    if name == "count_mse":
+        wanted = torch.full((B, n_out), loss_spec.false_rate * T, dtype=DTYPE)
+        wanted[torch.arange(B), labels] = loss_spec.true_rate * T
+        return ((counts - wanted) ** 2).sum() / (2 * B)
+    if name == "rate_ce":
+        return (torch.logsumexp(counts, dim=1) - counts[torch.arange(B), labels]).sum() / B
+    if name == "van_rossum_class":
+        d = class_pattern(T, labels, n_out, loss_spec.true_period, loss_spec.false_period)
+        error = trace(S, loss_spec.tau) - trace(d, loss_spec.tau)
+        return 0.5 * (error * error).sum() / B
+    raise ValueError(f"unknown loss {name!r}")
+
+
 def _run(spec: Any, x: np.ndarray, target: np.ndarray, params: Mapping[str, np.ndarray]):
     """Forward in torch and backward by autograd; returns (loss, weights, U lists, S lists)."""
     spec = parse_spec(spec)
-    shapes = spec.param_shapes()
-    if any(len(shape) != 2 for name, shape in shapes.items() if name.endswith(".weight")):
-        raise ValueError(f"torch_reference covers dense layers only, got parameter shapes {shapes}")
     spike = spike_fn(spec.surrogate.to_spec(), spec.forward)
     beta = 1.0 - 1.0 / spec.neuron.tau_m
     weights = {name: torch.tensor(np.asarray(value, dtype=np.float64), dtype=DTYPE, requires_grad=True)
                for name, value in params.items()}
-    x_t = torch.tensor(np.asarray(x, dtype=np.float64), dtype=DTYPE)
-    T, B = x_t.shape[:2]
-    a = x_t.reshape(T, B, -1)                            # (T, B, *input_shape) -> (T, B, n_in)
+    a = torch.tensor(np.asarray(x, dtype=np.float64), dtype=DTYPE)   # (T, B, *input_shape)
     if spec.input_trace:
         a = trace(a, spec.neuron.tau_s)
     U_layers, S_layers = [], []
-    for i in range(len(spec.layers)):
-        current = a @ weights[f"layers.{i}.weight"].T + weights[f"layers.{i}.bias"]  # (T, B, out)
+    n_weighted = len(spec.weighted)
+    for layer in spec.layers:
+        if isinstance(layer, Pool):
+            a = pool(a, layer)
+            continue
+        i = len(S_layers)
+        current = weighted_current(a, layer, weights[f"layers.{i}.weight"], weights[f"layers.{i}.bias"])
         U_list, S_list = lif_layer(current, beta, spec.neuron.theta, spike, spec.reset_grad)
         for U in U_list:
             U.retain_grad()
-        S = torch.stack(S_list)                          # T x (B, out) -> (T, B, out)
+        S = torch.stack(S_list)                          # T x (B, ...) -> (T, B, ...)
         U_layers.append(U_list)
         S_layers.append(S)
-        a = trace(S, spec.neuron.tau_s)
-    d = torch.tensor(np.asarray(target, dtype=np.float64), dtype=DTYPE)
-    error = trace(S_layers[-1], spec.loss.tau) - trace(d, spec.loss.tau)
-    loss = 0.5 * (error * error).sum()                   # eq. (6)
+        if len(S_layers) < n_weighted:
+            a = trace(S, spec.neuron.tau_s)
+    loss = loss_of(spec.loss, S_layers[-1], target)
     loss.backward()
     return loss, weights, U_layers, S_layers
 

@@ -1,0 +1,99 @@
+"""The performance paths hold the same results as the plain ones.
+
+- ``im2col_batch_last`` / ``col2im_batch_last`` (the (t, i, j, b) column order used for narrow
+  convolution outputs) are ``im2col`` / ``col2im`` with the columns permuted, and adjoint;
+- ``conv2d_forward`` / ``conv2d_backward`` give the same numbers in both column orders;
+- the threads of refsnn/parallel.py change nothing, bit for bit: refsnn.grad with 1 thread and
+  with 3 (chunks forced down to single samples) returns identical arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import refsnn
+from refsnn import conv, parallel
+
+
+@st.composite
+def geometries(draw):
+    kernel = draw(st.integers(1, 4), label="kernel")
+    stride = draw(st.integers(1, 3), label="stride")
+    padding = draw(st.integers(0, 2), label="padding")
+    H = draw(st.integers(max(1, kernel - 2 * padding), 9), label="H")
+    W = draw(st.integers(max(1, kernel - 2 * padding), 9), label="W")
+    shape = (draw(st.integers(1, 3), label="T"), draw(st.integers(1, 3), label="B"),
+             draw(st.integers(1, 3), label="C"), H, W)
+    return shape, kernel, stride, padding, draw(st.integers(0, 2**32 - 1), label="seed")
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=geometries())
+def test_batch_last_columns_are_a_permutation_and_adjoint(case):
+    (T, B, C, H, W), k, s, p, seed = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((T, B, C, H, W))
+    Ho, Wo = conv.conv_output_size(H, k, s, p), conv.conv_output_size(W, k, s, p)
+    plain = conv.im2col(x.reshape(T * B, C, H, W), k, s, p)            # columns (t, b, i, j)
+    batch_last = conv.im2col_batch_last(x, k, s, p)                    # columns (t, i, j, b)
+    permuted = plain.reshape(-1, T, B, Ho, Wo).transpose(0, 1, 3, 4, 2).reshape(plain.shape)
+    np.testing.assert_array_equal(batch_last, permuted)
+    cols = rng.standard_normal(batch_last.shape)
+    dx = conv.col2im_batch_last(cols, x.shape, k, s, p)
+    assert np.sum(batch_last * cols) == pytest.approx(np.sum(x * dx), rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("padding, stride", [(0, 1), (1, 1), (2, 2)])
+def test_conv_column_orders_agree(monkeypatch, rng, padding, stride):
+    x = rng.standard_normal((3, 2, 4, 9, 9))
+    weight, bias = rng.standard_normal((5, 4, 3, 3)), rng.standard_normal(5)
+    results = {}
+    for name, threshold in (("plain", 0), ("batch_last", 10**6)):
+        monkeypatch.setattr(conv, "BATCH_LAST_BELOW", threshold)
+        out, cache = conv.conv2d_forward(x, weight, bias, stride, padding)
+        dout = np.cos(np.arange(out.size)).reshape(out.shape)
+        results[name] = (out, *conv.conv2d_backward(dout, cache))
+    np.testing.assert_allclose(results["plain"][0], conv.conv2d_forward_slow(x, weight, bias, stride, padding),
+                               rtol=1e-12, atol=1e-12)
+    for plain, batch_last in zip(results["plain"], results["batch_last"]):
+        np.testing.assert_allclose(batch_last, plain, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("forward", ["hard", "smooth"])
+@pytest.mark.parametrize("pooling", ["avg", "sum", "max"])
+def test_threads_change_nothing(monkeypatch, rng, pooling, forward):
+    spec = {"input_shape": [2, 9, 9], "architecture": "3C3-P2-4C2-5", "n_out": 3, "pooling": pooling,
+            "forward": forward, "neuron": {"tau_m": 4.0, "tau_s": 2.0, "theta": 0.3},
+            "loss": {"name": "rate_ce"}}
+    x = (rng.random((5, 4, 2, 9, 9)) < 0.5).astype(float)
+    labels = rng.integers(0, 3, size=4)
+    params = {k: 3 * v for k, v in refsnn.init_params(refsnn.parse_spec(spec), 5).items()}
+    results = {}
+    for threads in ("1", "3"):
+        monkeypatch.setenv("REFSNN_NUM_THREADS", threads)
+        monkeypatch.setattr(parallel, "MIN_CHUNK_ELEMENTS", 1)     # split even these tiny arrays
+        results[threads] = refsnn.grad(spec, x, labels, params, adjoints=True)
+    assert results["1"]["S/0"].any()
+    for key, value in results["1"].items():
+        np.testing.assert_array_equal(results["3"][key], value, err_msg=key)
+
+
+def test_chunks_cover_the_axis():
+    for n in range(1, 9):
+        for parts in range(1, 5):
+            slices = parallel.chunks(n, parts)
+            assert [i for part in slices for i in range(n)[part]] == list(range(n))
+            assert len(slices) == min(n, parts)
+
+
+def test_an_error_in_a_chunk_is_raised(monkeypatch):
+    monkeypatch.setenv("REFSNN_NUM_THREADS", "2")
+
+    def work(part):
+        if part.start:
+            raise ValueError("chunk failed")
+
+    with pytest.raises(ValueError, match="chunk failed"):
+        parallel.for_each_chunk(work, 4, 10 * parallel.MIN_CHUNK_ELEMENTS)
