@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     grad.set_defaults(run=_run_grad)
 
     reproduce = commands.add_parser("reproduce", help="reproduce an experiment of the paper",
-                                    description="Reproduce an experiment of Yang 2020 on data generated here.")
+                                    description="Reproduce an experiment of Yang 2020: toy (data generated here) or table2 (real data).")
     experiments = reproduce.add_subparsers(dest="experiment", parser_class=_Parser, metavar="EXPERIMENT")
     experiments.required = True
     toy = experiments.add_parser("toy", help="the single-neuron experiment (Table 1, Fig. 2, Fig. 3)",
