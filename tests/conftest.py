@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,3 +26,18 @@ def require(module_name: str):
     if os.environ.get("CI") == "true":
         return importlib.import_module(module_name)
     return pytest.importorskip(module_name)
+
+
+DATA_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+@pytest.fixture
+def data_dir():
+    """The shared real-data directory (../shared/data beside the checkout): missing is a failure
+    in CI, a skip elsewhere."""
+    if not DATA_DIR.is_dir():
+        message = f"the real data directory {DATA_DIR.resolve()} is missing (see ../shared/data/README.md)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return DATA_DIR

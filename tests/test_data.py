@@ -8,9 +8,7 @@ also checked on a few hand-made bytes).
 
 import gzip
 import hashlib
-import os
 import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,19 +16,7 @@ import pytest
 from refsnn import data
 from refsnn.errors import RefsnnError
 
-DATA_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 MNIST_TEST_IMAGES_MD5 = "2646ac647ad5339dbf082846283269ea"
-
-
-@pytest.fixture
-def data_dir():
-    """The shared data directory; missing is a failure in CI, a skip elsewhere."""
-    if not DATA_DIR.is_dir():
-        message = f"the real data directory {DATA_DIR.resolve()} is missing (see ../shared/data/README.md)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return DATA_DIR
 
 
 # ----------------------------------------------------------------------------- MNIST
@@ -229,7 +215,7 @@ def test_a_missing_file_is_named_with_its_source(tmp_path):
 def test_the_default_is_shared_data_beside_the_repository(data_dir, monkeypatch, tmp_path):
     monkeypatch.delenv("REFSNN_DATA", raising=False)
     monkeypatch.chdir(tmp_path)                          # not beside cwd: found beside the repository root
-    assert data.find_data_dir().resolve() == DATA_DIR.resolve()
+    assert data.find_data_dir().resolve() == data_dir.resolve()
     monkeypatch.setenv("REFSNN_DATA", str(tmp_path))     # the variable wins over the default
     assert data.find_data_dir() == tmp_path
     assert data.find_data_dir(data_dir) == data_dir      # and the argument over the variable

@@ -8,8 +8,6 @@ and skip elsewhere.
 
 import dataclasses
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,20 +20,8 @@ from refsnn.train import (CHECKPOINT, TrainConfig, count_ties, epoch_order, pred
 
 from conftest import require
 
-DATA_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 TINY = TrainConfig(dataset="mnist", architecture="4C5-P2-8C5-P2", train_size=24, test_size=20, time_steps=3,
                    batch_size=8, epochs=2, eval_batch_size=10, seed=5)
-
-
-@pytest.fixture
-def data_dir():
-    """The shared data directory; missing is a failure in CI, a skip elsewhere."""
-    if not DATA_DIR.is_dir():
-        message = f"the real data directory {DATA_DIR.resolve()} is missing (see ../shared/data/README.md)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return DATA_DIR
 
 
 # ----------------------------------------------------------------------------- Adam / AdamW
