@@ -22,6 +22,7 @@ import refsnn
 from conftest import require
 
 torch = require("torch")
+from validation.frameworks.common import make_case  # noqa: E402  (spiking inputs and parameters)
 from validation.torch_reference import (RELAXED, SPIKE_FUNCTIONS, torch_adjoints,  # noqa: E402
                                         torch_grad)
 
@@ -51,30 +52,6 @@ def make_spec(architecture, surrogate, reset_grad, forward, *, input_shape=(5,),
     if loss_tau is not None:
         spec["loss"] = {"name": "van_rossum", "tau": loss_tau}
     return spec
-
-
-def make_case(spec, T, B, rng, gain=0.4):
-    """Input spikes (p = 1/2), target spikes (p = 1/5) and parameters that make neurons spike.
-
-    Each layer's weights are U(-0.5, 2.5) * gain * theta / (n_in * activity), activity the expected
-    mean of its input (1/2 for x, about 0.15 for a hidden trace; a trace of tau_s only reaches
-    its mean after ~tau_s steps, hence the ramp), so the mean current is about gain * theta per
-    step, which the leak integrates past theta every few steps.
-    """
-    parsed = refsnn.parse_spec(spec)
-    theta = parsed.neuron.theta
-    ramp = min(1.0, T / (2.0 * parsed.neuron.tau_s))
-    x = (rng.random((T, B, *parsed.input_shape)) < 0.5).astype(np.float64)
-    target = (rng.random((T, B, parsed.n_out)) < 0.2).astype(np.float64)
-    params = {}
-    for name, shape in parsed.param_shapes().items():
-        i = int(name.split(".")[1])
-        if name.endswith(".weight"):
-            activity = (0.5 * (ramp if parsed.input_trace else 1.0)) if i == 0 else 0.15 * ramp
-            params[name] = rng.uniform(-0.5, 2.5, shape) * gain * theta / (shape[1] * activity)
-        else:
-            params[name] = rng.uniform(-0.1, 0.1, shape) * theta
-    return x, target, params
 
 
 def relative_error(ours, theirs):

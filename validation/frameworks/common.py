@@ -133,7 +133,7 @@ def run_network(spec: Any, x: np.ndarray, target: np.ndarray, params: Mapping[st
 def make_case(spec: Any, T: int, B: int, rng: np.random.Generator, gain: float = 0.4):
     """Input spikes (p = 1/2), target spikes (p = 1/5) and parameters that make neurons spike.
 
-    As in tests/test_torch_agreement.py: layer i's weights are U(-0.5, 2.5) * gain * theta /
+    Used by tests/test_torch_agreement.py and the adapters: layer i's weights are U(-0.5, 2.5) * gain * theta /
     (n_in * activity), activity the expected mean of its input, so the mean current is about
     gain * theta per step; biases U(-0.1, 0.1) * theta.
     """
