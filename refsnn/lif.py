@@ -28,6 +28,11 @@ composition of differentiable maps and dS_t/dU_t = relaxed'(U_t - theta) = sigma
 (7s) + (7l) + (8) is the chain rule of eq. (1)-(3), term for term; dropping (8) is then an
 error as large as the term itself. See docs/derivation.md.
 
+``lif_backward`` sums (7s) + (7l) + (8) in one update per step, beta dL/dU_{t+1} factored out;
+with ``parts=True`` it keeps the three terms apart (the same sum, up to rounding).
+``trace_lif_backward`` runs eq. (2) backwards inside the same loop, for a hidden layer whose
+dL/da_t is given (bit for bit ``lif_backward(trace_backward(...))``, without storing dL/dS_t).
+
 Pure functions: every forward returns ``(out, cache)`` with a NamedTuple cache and every
 backward takes ``(upstream, cache)``; nothing is kept between calls. Only elementwise work sits
 in the loops over t, on one (B, ...) step at a time (small enough to stay in cache), written in
@@ -181,46 +186,113 @@ def lif_backward(dL_dS: np.ndarray, cache: LIFCache, reset_grad: str = "full",
     cache (the surrogate of eq. 10 too), with the carry dL/dU_{t+1} read from the step before.
     """
     check_choice("reset_grad", reset_grad, RESET_GRADS)
+    if parts:
+        return _bptt_parts(dL_dS, cache, reset_grad)
+    return _bptt(dL_dS, cache, reset_grad, trace_tau=None)
+
+
+def trace_lif_backward(dL_da: np.ndarray, cache: LIFCache, tau_s: float,
+                       reset_grad: str = "full") -> np.ndarray:
+    """``lif_backward(trace_backward(dL_da, tau_s), cache, reset_grad)`` in one loop over t.
+
+    dL_da: (T, B, ...) the gradient reaching this layer's trace a_t (eq. 2) from the layer above.
+    Both recurrences run backwards in time, so eq. (2) backwards is applied step by step inside
+    the BPTT loop: dL/dS_t is never stored, and the result is bit for bit the same as the two
+    calls (the same operations in the same order on every element).
+    """
+    check_choice("reset_grad", reset_grad, RESET_GRADS)
+    return _bptt(dL_da, cache, reset_grad, trace_tau=float(tau_s))
+
+
+def _bptt(upstream: np.ndarray, cache: LIFCache, reset_grad: str, trace_tau: float | None) -> np.ndarray:
+    """eq. (7)-(8) written as one update per step (the fast path of lif_backward):
+
+        dL/dU_t = dL/dS_t sigma'_t + beta dL/dU_{t+1} [(1 - S_t) - U_t sigma'_t]     ("full")
+        dL/dU_t = dL/dS_t sigma'_t + beta dL/dU_{t+1} (1 - S_t)                       ("detached")
+        dL/dU_t = dL/dS_t sigma'_t + beta dL/dU_{t+1}                                 ("ignored")
+
+    the sum (7s) + (7l) + (8) with beta dL/dU_{t+1} factored out (``_bptt_parts`` keeps the three
+    terms apart). With ``trace_tau``, upstream is dL/da_t and dL/dS_t comes from eq. (2) backwards
+    as in ``trace_backward``: g_t = dL/da_t + (1 - 1/tau) g_{t+1}, dL/dS_t = g_t / tau.
+    """
+    U, S, beta, theta = cache.U, cache.S, cache.beta, cache.theta
+    T = U.shape[0]
+    dL_dU = np.empty(U.shape, dtype=np.result_type(upstream.dtype, U.dtype))
+    hard = S.dtype == bool
+
+    def steps(b: slice) -> None:                        # all t, backwards, for the samples b
+        U_b, S_b, up_b, dU_b = U[:, b], S[:, b], upstream[:, b], dL_dU[:, b]
+        term = np.empty_like(dU_b[0])                   # beta dL/dU_{t+1} [...] of step t
+        silent = np.empty(S_b.shape[1:], dtype=bool) if hard else np.empty_like(dU_b[0])   # 1 - S_t
+        if trace_tau is not None:
+            decay = 1.0 - 1.0 / trace_tau
+            g = np.empty_like(dU_b[0])                  # g_t, the total dL/da_t (eq. 2 backwards)
+            dS = np.empty_like(dU_b[0])                 # dL/dS_t = g_t / tau
+        for t in range(T - 1, -1, -1):
+            sigma_prime = cache.surrogate.grad(U_b[t] - theta)     # eq. (10)
+            if trace_tau is None:
+                dS = up_b[t]
+            else:                                                   # eq. (2) backwards
+                if t == T - 1:
+                    np.copyto(g, up_b[t])
+                else:
+                    g *= decay
+                    g += up_b[t]
+                np.multiply(g, 1.0 / trace_tau, out=dS)
+            np.multiply(dS, sigma_prime, out=dU_b[t])              # eq. (7), spatial term
+            if t == T - 1:                                          # dL/dU_{T+1} = 0
+                continue
+            if reset_grad == "ignored":                             # dU_{t+1}/dU_t = beta
+                np.multiply(dU_b[t + 1], beta, out=term)
+                dU_b[t] += term
+                continue
+            if hard:
+                np.logical_not(S_b[t], out=silent)
+            else:
+                np.subtract(1.0, S_b[t], out=silent)
+            if reset_grad == "full":                                # eq. (7l) + (8): (1 - S_t) - U_t sigma'_t
+                np.multiply(U_b[t], sigma_prime, out=term)
+                np.subtract(silent, term, out=term)
+                term *= dU_b[t + 1]
+            else:                                                   # "detached": eq. (7l) only, 1 - S_t
+                np.multiply(dU_b[t + 1], silent, out=term)
+            term *= beta
+            dU_b[t] += term
+
+    _over_batch(steps, U)
+    return dL_dU
+
+
+def _bptt_parts(dL_dS: np.ndarray, cache: LIFCache, reset_grad: str) -> LIFGrads:
+    """eq. (7)-(8) term by term, each kept: the spatial, leak and reset parts of dL/dU_t."""
     U, S, beta, theta = cache.U, cache.S, cache.beta, cache.theta
     T = U.shape[0]
     dL_dU = np.empty(U.shape, dtype=np.result_type(dL_dS.dtype, U.dtype))
-    if parts:
-        spatial, leak, reset = np.empty_like(dL_dU), np.zeros_like(dL_dU), np.zeros_like(dL_dU)
+    spatial, leak, reset = np.empty_like(dL_dU), np.zeros_like(dL_dU), np.zeros_like(dL_dU)
 
     def steps(b: slice) -> None:                        # all t, backwards, for the samples b
         U_b, S_b, dS_b, dU_b = U[:, b], S[:, b], dL_dS[:, b], dL_dU[:, b]
         beta_dU_next = np.empty_like(dU_b[0])           # beta * dL/dU_{t+1}
-        term = np.empty_like(dU_b[0])                   # the leak, then the reset term of step t
         silent = np.empty(S_b.shape[1:], dtype=bool) if S.dtype == bool else np.empty_like(dU_b[0])  # 1 - S_t
         for t in range(T - 1, -1, -1):
             sigma_prime = cache.surrogate.grad(U_b[t] - theta)     # eq. (10)
-            np.multiply(dS_b[t], sigma_prime, out=dU_b[t])         # eq. (7), spatial term
-            if parts:
-                spatial[t, b] = dU_b[t]
-            if t == T - 1:                                          # dL/dU_{T+1} = 0
-                continue
-            np.multiply(dU_b[t + 1], beta, out=beta_dU_next)
-            if reset_grad == "ignored":                             # dU_{t+1}/dU_t = beta
-                dU_b[t] += beta_dU_next
-                if parts:
-                    leak[t, b] = beta_dU_next
-                continue
-            if S.dtype == bool:
-                np.logical_not(S_b[t], out=silent)
-            else:
-                np.subtract(1.0, S_b[t], out=silent)
-            np.multiply(beta_dU_next, silent, out=term)            # eq. (8), first term: beta (1 - S_t)
-            dU_b[t] += term
-            if parts:
-                leak[t, b] = term
-            if reset_grad == "full":
-                np.multiply(beta_dU_next, U_b[t], out=term)        # eq. (8), reset: -beta U_t sigma'_t
-                term *= sigma_prime
-                dU_b[t] -= term
-                if parts:
-                    np.negative(term, out=reset[t, b])
+            np.multiply(dS_b[t], sigma_prime, out=spatial[t, b])   # eq. (7), spatial term
+            if t < T - 1:                                           # dL/dU_{T+1} = 0
+                np.multiply(dU_b[t + 1], beta, out=beta_dU_next)
+                if reset_grad == "ignored":                         # dU_{t+1}/dU_t = beta
+                    np.copyto(leak[t, b], beta_dU_next)
+                else:
+                    if S.dtype == bool:
+                        np.logical_not(S_b[t], out=silent)
+                    else:
+                        np.subtract(1.0, S_b[t], out=silent)
+                    np.multiply(beta_dU_next, silent, out=leak[t, b])      # eq. (7), leak: beta (1 - S_t)
+                if reset_grad == "full":
+                    np.multiply(beta_dU_next, U_b[t], out=reset[t, b])     # eq. (8), reset: -beta U_t sigma'_t
+                    reset[t, b] *= sigma_prime
+                    np.negative(reset[t, b], out=reset[t, b])
+            np.add(spatial[t, b], leak[t, b], out=dU_b[t])
+            dU_b[t] += reset[t, b]
 
     _over_batch(steps, U)
-    if not parts:
-        return dL_dU
     return LIFGrads(dL_dU=dL_dU, spatial=spatial, leak=leak, reset=reset)

@@ -41,7 +41,7 @@ from . import conv
 from .errors import RefsnnError, SpecError, check_array, check_choice, check_number
 from .layers import dense_backward, dense_forward
 from .lif import (FORWARDS, RESET_GRADS, LIFCache, NeuronParams, lif_backward, lif_forward,
-                  trace_backward, trace_forward)
+                  trace_backward, trace_forward, trace_lif_backward)
 from .losses import LOSSES, Loss, make_loss
 from .surrogates import Surrogate, make_surrogate
 
@@ -371,9 +371,14 @@ def network_backward(spec: Spec, cache: NetworkCache, adjoints: bool = False) ->
             continue
         i -= 1
         if dL_da is not None:
-            dL_dS = trace_backward(dL_da.reshape(layer_cache.lif.U.shape), spec.neuron.tau_s)  # eq. (2) backwards
-        grads = lif_backward(dL_dS, layer_cache.lif, spec.reset_grad, parts=adjoints)      # eq. (7)-(8)
-        dL_dU = grads.dL_dU if adjoints else grads
+            dL_da = dL_da.reshape(layer_cache.lif.U.shape)
+        if dL_da is not None and not adjoints:          # eq. (2) backwards and (7)-(8), in one loop over t
+            dL_dU = trace_lif_backward(dL_da, layer_cache.lif, spec.neuron.tau_s, spec.reset_grad)
+        else:
+            if dL_da is not None:
+                dL_dS = trace_backward(dL_da, spec.neuron.tau_s)                            # eq. (2) backwards
+            grads = lif_backward(dL_dS, layer_cache.lif, spec.reset_grad, parts=adjoints)  # eq. (7)-(8)
+            dL_dU = grads.dL_dU if adjoints else grads
         if isinstance(spec.layers[position], Dense):
             dW, db, da_in = dense_backward(dL_dU, layer_cache.op, need_input_grad=i > 0)
         else:

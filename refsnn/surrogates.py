@@ -79,10 +79,11 @@ class Sigmoid(Surrogate):
         return expit(as_float(x) / self.T)   # never overflows
 
     def grad(self, x):
-        # sigma_T (1 - sigma_T) / T written as sigma(z) sigma(-z) / T: 1 - sigma_T would cancel
-        # for x >> T and lose all relative accuracy in the tails.
-        z = as_float(x) / self.T
-        return expit(z) * expit(-z) / self.T
+        # sigma(z) (1 - sigma(z)) = sigma(z) sigma(-z) = e / (1 + e)^2 with e = exp(-|z|), z = x / T:
+        # one exp (not two), e <= 1 never overflows, and no 1 - sigma cancellation for x >> T
+        # (the tails keep full relative accuracy).
+        e = np.exp(np.abs(as_float(x)) * (-1.0 / self.T))
+        return e / (self.T * (1.0 + e) ** 2)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 import refsnn
-from refsnn.lif import NeuronParams, lif_backward, lif_forward, trace_backward, trace_forward
+from refsnn.lif import (NeuronParams, lif_backward, lif_forward, trace_backward, trace_forward,
+                        trace_lif_backward)
 from refsnn.surrogates import Sigmoid
 
 
@@ -89,6 +90,24 @@ def test_parts_sum_to_total_and_drop_as_documented(rng, mode):
     np.testing.assert_allclose(out["output_error"], trace_forward(out["S/1"], 2) - trace_forward(target, 2))
     np.testing.assert_allclose(out["dL_dS/1"], trace_backward(out["output_error"], 2))
     assert float(out["loss"]) == pytest.approx(0.5 * np.sum(out["output_error"] ** 2))
+
+
+@given(seed=st.integers(0, 10_000), T=st.integers(1, 12), B=st.integers(1, 4),
+       mode=st.sampled_from(["full", "detached", "ignored"]), forward=st.sampled_from(["hard", "smooth"]),
+       tau_s=st.sampled_from([1.0, 2.0, 5.5]))
+def test_fast_bptt_equals_the_three_parts_and_the_fused_trace(seed, T, B, mode, forward, tau_s):
+    # lif_backward's one-update form == spatial + leak + reset of the term-by-term form, and
+    # trace_lif_backward == trace_backward then lif_backward, bit for bit.
+    rng = np.random.default_rng(seed)
+    current = rng.normal(0.6, 0.8, size=(T, B, 3, 2))
+    S, cache = lif_forward(current, NeuronParams(4.0, tau_s, 1.0), Sigmoid(0.3), forward)
+    g = rng.standard_normal(current.shape)
+    fast = lif_backward(g, cache, mode)
+    parts = lif_backward(g, cache, mode, parts=True)
+    np.testing.assert_allclose(fast, parts.spatial + parts.leak + parts.reset, rtol=1e-13,
+                               atol=1e-15 * np.abs(parts.spatial).max(initial=1.0))
+    np.testing.assert_array_equal(trace_lif_backward(g, cache, tau_s, mode),
+                                  lif_backward(trace_backward(g, tau_s), cache, mode))
 
 
 @given(T=st.integers(1, 8), tau_m=st.floats(1.0, 20.0), mode=st.sampled_from(["full", "detached", "ignored"]),
