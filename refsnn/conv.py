@@ -72,6 +72,7 @@ from .parallel import for_each_chunk
 
 POOL_MODES = ("avg", "sum", "max")
 BATCH_LAST_BELOW = 16        # output width below which the convolution uses the (t, i, j, b) column order
+BLOCK_BYTES = 8 << 20        # the unrolled columns of one block of time steps stay about this small (cache-sized)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -129,13 +130,47 @@ def _pad(x: np.ndarray, padding: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- im2col / col2im
 
-def im2col(x: np.ndarray, kernel: int, stride: int = 1, padding: int = 0) -> np.ndarray:
+class Workspace:
+    """Scratch buffers reused across the blocks of one convolution call.
+
+    Why: glibc serves every allocation of the same large size (MBs) with a fresh mmap, so a
+    buffer allocated once per block is page-faulted and zeroed by the kernel again each time
+    (measured on the MNIST network's second convolution, 30 blocks of 3 MB: the dx products
+    took 98 ms with a new output per block, 26 ms with one reused buffer). ``take`` returns a
+    C-contiguous view of a flat buffer that grows when needed; a name is one buffer, so two
+    arrays alive at once need two names.
+    """
+
+    def __init__(self) -> None:
+        self._flat: dict[str, np.ndarray] = {}
+
+    def take(self, name: str, shape: tuple[int, ...], dtype: Any, zero: bool = False) -> np.ndarray:
+        size = int(np.prod(shape))
+        flat = self._flat.get(name)
+        if flat is None or flat.size < size or flat.dtype != np.dtype(dtype):
+            flat = self._flat[name] = np.empty(size, dtype=dtype)
+        view = flat[:size].reshape(shape)
+        if zero:
+            view.fill(0)
+        return view
+
+
+def _take(work: Workspace | None, name: str, shape: tuple[int, ...], dtype: Any, zero: bool = False) -> np.ndarray:
+    if work is None:
+        return np.zeros(shape, dtype=dtype) if zero else np.empty(shape, dtype=dtype)
+    return work.take(name, shape, dtype, zero)
+
+
+
+def im2col(x: np.ndarray, kernel: int, stride: int = 1, padding: int = 0,
+           work: Workspace | None = None) -> np.ndarray:
     """Unroll every k x k patch of x into a column (the matrix ``cols`` of eq. C2).
 
     x: (N, C, H, W) -> cols: (C*k*k, N*Ho*Wo), C-contiguous, with
     cols[(c, u, v), (n, i, j)] = x_pad[n, c, s*i + u, s*j + v]  (row index c*k*k + u*k + v,
     torch's flattening of a (O, C, k, k) weight; column index (n*Ho + i)*Wo + j).
-    One gather copy of size C*k*k*N*Ho*Wo (plus a padded copy of x when padding > 0).
+    One gather copy of size C*k*k*N*Ho*Wo (plus a padded copy of x when padding > 0). With
+    ``work``, cols is its buffer "cols" (valid until the next take of that name).
     """
     x = _check_ndim("x", x, 4, "(N, C, H, W)")
     N, C, H, W = x.shape
@@ -143,7 +178,7 @@ def im2col(x: np.ndarray, kernel: int, stride: int = 1, padding: int = 0) -> np.
     x_pad = _pad(x, p)                                            # (N, C, H+2p, W+2p)
     windows = sliding_window_view(x_pad, (k, k), axis=(2, 3))     # (N, C, H+2p-k+1, W+2p-k+1, k, k), a view
     windows = windows[:, :, ::s, ::s]                             # (N, C, Ho, Wo, k, k), a view
-    cols = np.empty((C, k, k, N, Ho, Wo), dtype=x.dtype)
+    cols = _take(work, "cols", (C, k, k, N, Ho, Wo), x.dtype)
 
     def gather(n: slice) -> None:
         # (N, C, Ho, Wo, k, k) -> (C, k, k, N, Ho, Wo): the one copy, images n
@@ -154,13 +189,14 @@ def im2col(x: np.ndarray, kernel: int, stride: int = 1, padding: int = 0) -> np.
 
 
 def col2im(cols: np.ndarray, x_shape: tuple[int, int, int, int], kernel: int, stride: int = 1,
-           padding: int = 0) -> np.ndarray:
+           padding: int = 0, out: np.ndarray | None = None, work: Workspace | None = None) -> np.ndarray:
     """The adjoint of ``im2col``: <im2col(x), cols> == <x, col2im(cols)> for every x and cols.
 
     cols: (C*k*k, N*Ho*Wo) -> x: (N, C, H, W) with
     x[n, c, h, w] = sum of cols[(c, u, v), (n, i, j)] over all (u, v, i, j) with
     s*i + u - p == h and s*j + v - p == w (overlapping patches are summed; pixels no patch
-    covers, and the padding, get nothing). k*k strided adds over the whole batch.
+    covers, and the padding, get nothing). k*k strided adds over the whole batch. ``out``: a
+    C-contiguous (N, C, H, W) array to write x into; ``work``: scratch buffers to reuse.
     """
     cols = _check_ndim("cols", cols, 2, "(C*k*k, N*Ho*Wo)")
     if len(x_shape) != 4:
@@ -173,10 +209,12 @@ def col2im(cols: np.ndarray, x_shape: tuple[int, int, int, int], kernel: int, st
     patches = cols.reshape(C, k, k, N, Ho, Wo)                    # (C*k*k, N*Ho*Wo) -> (C, k, k, N, Ho, Wo)
     # Accumulate channel-major, (C, N, ...): each add below then reads and writes whole
     # contiguous (N, Ho, Wo) blocks; one transposing copy at the end also drops the padding.
-    dx = np.empty((N, C, H, W), dtype=cols.dtype)
+    dx = np.empty((N, C, H, W), dtype=cols.dtype) if out is None else out
+    padded = _take(work, "col2im", (C, N, H + 2 * p, W + 2 * p), cols.dtype)
 
     def accumulate(n: slice) -> None:                             # images n
-        dx_pad = np.zeros((C, n.stop - n.start, H + 2 * p, W + 2 * p), dtype=cols.dtype)
+        dx_pad = padded[:, n]
+        dx_pad.fill(0)
         for u in range(k):
             for v in range(k):
                 rows, columns = _window_slices(u, v, s, Ho, Wo)
@@ -187,7 +225,8 @@ def col2im(cols: np.ndarray, x_shape: tuple[int, int, int, int], kernel: int, st
     return dx
 
 
-def im2col_batch_last(x: np.ndarray, kernel: int, stride: int = 1, padding: int = 0) -> np.ndarray:
+def im2col_batch_last(x: np.ndarray, kernel: int, stride: int = 1, padding: int = 0,
+                      work: Workspace | None = None) -> np.ndarray:
     """``im2col`` with the columns in (t, i, j, b) order, for long contiguous copies.
 
     x: (T, B, C, H, W) -> cols: (C*k*k, T*Ho*Wo*B), C-contiguous, with
@@ -199,24 +238,24 @@ def im2col_batch_last(x: np.ndarray, kernel: int, stride: int = 1, padding: int 
     x = _check_ndim("x", x, 5, "(T, B, C, H, W)")
     T, B, C, H, W = x.shape
     k, s, p, Ho, Wo = _check_geometry(H, W, kernel, stride, padding)
-    x_last = np.zeros((T, C, H + 2 * p, W + 2 * p, B), dtype=x.dtype) if p else \
-        np.empty((T, C, H, W, B), dtype=x.dtype)
+    x_last = _take(work, "x_last", (T, C, H + 2 * p, W + 2 * p, B), x.dtype, zero=p > 0)
     windows = sliding_window_view(x_last, (k, k), axis=(2, 3))   # (T, C, H+2p-k+1, W+2p-k+1, B, k, k), a view
     windows = windows[:, :, ::s, ::s]                             # (T, C, Ho, Wo, B, k, k), a view
-    cols = np.empty((C, k, k, T, Ho, Wo, B), dtype=x.dtype)
+    cols = _take(work, "cols", (C, k, k, T, Ho, Wo, B), x.dtype)
 
-    def gather(t: slice) -> None:                                 # time steps t
+    def gather(c: slice) -> None:                                 # channels c (a block may be one time step)
         # (T, B, C, H, W) -> (T, C, H, W, B), into the interior of the padded buffer
-        np.copyto(x_last[t, :, p:p + H, p:p + W, :], x[t].transpose(0, 2, 3, 4, 1))
+        np.copyto(x_last[:, c, p:p + H, p:p + W, :], x[:, :, c].transpose(0, 2, 3, 4, 1))
         # (T, C, Ho, Wo, B, k, k) -> (C, k, k, T, Ho, Wo, B): the one gather copy
-        np.copyto(cols[:, :, :, t], windows[t].transpose(1, 5, 6, 0, 2, 3, 4))
+        np.copyto(cols[c], windows[:, c].transpose(1, 5, 6, 0, 2, 3, 4))
 
-    for_each_chunk(gather, T, cols.size)
+    for_each_chunk(gather, C, cols.size)
     return cols.reshape(C * k * k, T * Ho * Wo * B)               # (C, k, k, T, Ho, Wo, B) -> (C*k*k, T*Ho*Wo*B), no copy
 
 
 def col2im_batch_last(cols: np.ndarray, x_shape: tuple[int, int, int, int, int], kernel: int,
-                      stride: int = 1, padding: int = 0) -> np.ndarray:
+                      stride: int = 1, padding: int = 0, out: np.ndarray | None = None,
+                      work: Workspace | None = None) -> np.ndarray:
     """The adjoint of ``im2col_batch_last``: cols (C*k*k, T*Ho*Wo*B) -> x (T, B, C, H, W).
 
     x[t, b, c, h, w] = sum of cols[(c, u, v), (t, i, j, b)] over s*i + u - p == h and
@@ -232,18 +271,20 @@ def col2im_batch_last(cols: np.ndarray, x_shape: tuple[int, int, int, int, int],
         raise RefsnnError(f"cols must have shape (C*k*k, T*Ho*Wo*B) = ({C * k * k}, {T * Ho * Wo * B}) for "
                           f"x_shape {tuple(x_shape)}, kernel {k}, stride {s}, padding {p}; got {cols.shape}")
     patches = cols.reshape(C, k, k, T, Ho, Wo, B)                 # (C*k*k, T*Ho*Wo*B) -> (C, k, k, T, Ho, Wo, B)
-    dx = np.empty((T, B, C, H, W), dtype=cols.dtype)
+    dx = np.empty((T, B, C, H, W), dtype=cols.dtype) if out is None else out
+    padded = _take(work, "col2im", (C, T, H + 2 * p, W + 2 * p, B), cols.dtype)
 
-    def accumulate(t: slice) -> None:                             # time steps t
-        dx_last = np.zeros((C, t.stop - t.start, H + 2 * p, W + 2 * p, B), dtype=cols.dtype)
+    def accumulate(c: slice) -> None:                             # channels c
+        dx_last = padded[c]
+        dx_last.fill(0)
         for u in range(k):
             for v in range(k):
                 rows, columns = _window_slices(u, v, s, Ho, Wo)
-                dx_last[:, :, rows, columns, :] += patches[:, u, v, t]  # (C, t, Ho, Wo, B) onto the grid of offset (u, v)
-        # (C, t, H, W, B) -> (t, B, C, H, W), the padding dropped
-        np.copyto(dx[t], dx_last[:, :, p:p + H, p:p + W, :].transpose(1, 4, 0, 2, 3))
+                dx_last[:, :, rows, columns, :] += patches[c, u, v]  # (c, T, Ho, Wo, B) onto the grid of offset (u, v)
+        # (c, T, H, W, B) -> (T, B, c, H, W), the padding dropped
+        np.copyto(dx[:, :, c], dx_last[:, :, p:p + H, p:p + W, :].transpose(1, 4, 0, 2, 3))
 
-    for_each_chunk(accumulate, T, cols.size)
+    for_each_chunk(accumulate, C, cols.size)
     return dx
 
 
@@ -281,33 +322,51 @@ def _check_conv_args(x: Any, weight: Any, bias: Any, stride: Any,
     return _check_geometry(x.shape[3], x.shape[4], k, stride, padding)
 
 
+def _block_steps(x_shape: tuple[int, ...], weight_shape: tuple[int, ...], Ho: int, Wo: int,
+                 itemsize: int) -> int:
+    """Time steps per block: as many as keep one block's columns within BLOCK_BYTES (at least 1).
+
+    Depends on the shapes only (never on the number of threads), so results do too.
+    """
+    _, B, C = x_shape[:3]
+    k = weight_shape[2]
+    return max(1, BLOCK_BYTES // (C * k * k * B * Ho * Wo * itemsize))
+
+
+def _columns(x_block: np.ndarray, k: int, s: int, p: int, batch_last: bool, work: Workspace) -> np.ndarray:
+    """im2col of a (t, B, C, H, W) block in the column order the convolution uses (BATCH_LAST_BELOW)."""
+    if batch_last:
+        return im2col_batch_last(x_block, k, s, p, work)          # (C*k*k, t*Ho*Wo*B)
+    t, B, C, H, W = x_block.shape
+    return im2col(x_block.reshape(t * B, C, H, W), k, s, p, work)  # (t, B, C, H, W) -> (t*B, C, H, W) -> (C*k*k, t*B*Ho*Wo)
+
+
 def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int = 1,
                    padding: int = 0) -> tuple[np.ndarray, Conv2dCache]:
-    """eq. (C1) for all T steps and B samples in one matrix product (eq. C2).
+    """eq. (C1) for all T steps and B samples: eq. (C2), one matrix product per block of steps.
 
     x: (T, B, C, H, W), weight: (O, C, k, k), bias: (O,) -> out: (T, B, O, Ho, Wo), with
-    torch.nn.functional.conv2d(x_t, weight, bias, stride, padding) at every t.
+    torch.nn.functional.conv2d(x_t, weight, bias, stride, padding) at every t. Every output
+    element is one dot product over (c, u, v), whatever the blocking.
     """
     k, s, p, Ho, Wo = _check_conv_args(x, weight, bias, stride, padding)
     T, B, C, H, W = x.shape
     O = weight.shape[0]
-    N = T * B
     w2d = weight.reshape(O, C * k * k)                            # (O, C, k, k) -> (O, C*k*k)
     out = np.empty((T, B, O, Ho * Wo), dtype=np.result_type(x, weight))
-    if Wo < BATCH_LAST_BELOW:
-        cols = im2col_batch_last(x, k, s, p)                      # (C*k*k, T*Ho*Wo*B)
-        out2d = w2d @ cols                                        # eq. (C2): (O, C*k*k) @ (C*k*k, T*Ho*Wo*B)
-        out2d = out2d.reshape(O, T, Ho * Wo, B).transpose(1, 3, 0, 2)  # (O, T*Ho*Wo*B) -> (T, B, O, Ho*Wo), a view
-    else:
-        cols = im2col(x.reshape(N, C, H, W), k, s, p)  # (T, B, C, H, W) -> (N, C, H, W) -> (C*k*k, N*Ho*Wo)
-        out2d = w2d @ cols                                        # eq. (C2): (O, C*k*k) @ (C*k*k, N*Ho*Wo)
-        out2d = out2d.reshape(O, T, B, Ho * Wo).transpose(1, 2, 0, 3)  # (O, N*Ho*Wo) -> (T, B, O, Ho*Wo), a view
-    del cols
-
-    def add_bias(t: slice) -> None:                               # + b[o], in the same pass as the transposition
-        np.add(out2d[t], bias.reshape(O, 1), out=out[t])
-
-    for_each_chunk(add_bias, T, out.size)
+    batch_last = Wo < BATCH_LAST_BELOW
+    steps = _block_steps(x.shape, weight.shape, Ho, Wo, out.itemsize)
+    work = Workspace()
+    for t0 in range(0, T, steps):
+        t1 = min(T, t0 + steps)
+        cols = _columns(x[t0:t1], k, s, p, batch_last, work)      # (C*k*k, (t1-t0)*B*Ho*Wo)
+        out2d = work.take("out2d", (O, cols.shape[1]), out.dtype)
+        np.matmul(w2d, cols, out=out2d)                           # eq. (C2): (O, C*k*k) @ (C*k*k, ...) -> (O, ...)
+        if batch_last:                                            # (O, t*Ho*Wo*B) -> (t, B, O, Ho*Wo), a view
+            out2d = out2d.reshape(O, t1 - t0, Ho * Wo, B).transpose(1, 3, 0, 2)
+        else:                                                     # (O, t*B*Ho*Wo) -> (t, B, O, Ho*Wo), a view
+            out2d = out2d.reshape(O, t1 - t0, B, Ho * Wo).transpose(1, 2, 0, 3)
+        np.add(out2d, bias.reshape(O, 1), out=out[t0:t1])          # + b[o], in the same pass as the transposition
     out = out.reshape(T, B, O, Ho, Wo)                            # (T, B, O, Ho*Wo) -> (T, B, O, Ho, Wo)
     return out, Conv2dCache(x=x, weight=weight, stride=s, padding=p)
 
@@ -315,15 +374,14 @@ def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: 
 def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_input_grad: bool = True):
     """Adjoint of ``conv2d_forward``: dL/dout (T, B, O, Ho, Wo) -> (dW (O, C, k, k), db (O,), dx).
 
-    dx: (T, B, C, H, W), or None when ``need_input_grad`` is false (the first layer). One
-    matrix product for dW (eq. C3) and one for the unrolled dx (eq. C5), then ``col2im``.
-    dW and db are summed over t and b: the weight is shared across time. The columns are in
-    the order the forward used (see BATCH_LAST_BELOW).
+    dx: (T, B, C, H, W), or None when ``need_input_grad`` is false (the first layer). Per block
+    of steps (the forward's), one matrix product for dW (eq. C3, accumulated over the blocks in
+    order) and one for the unrolled dx (eq. C5), then ``col2im``. dW and db are summed over t
+    and b: the weight is shared across time.
     """
     x, weight, s, p = cache
     T, B, C, H, W = x.shape
     O, _, k, _ = weight.shape
-    N = T * B
     Ho, Wo = conv_output_size(H, k, s, p), conv_output_size(W, k, s, p)
     dout = _check_ndim("dout", dout, 5, f"(T, B, O, Ho, Wo) = {(T, B, O, Ho, Wo)}")
     if dout.shape != (T, B, O, Ho, Wo):
@@ -332,34 +390,33 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_input_grad: bool 
     dtype = np.result_type(x, weight, dout)
     batch_last = Wo < BATCH_LAST_BELOW
     dout_tb = dout.reshape(T, B, O, Ho * Wo)                      # (T, B, O, Ho, Wo) -> (T, B, O, Ho*Wo)
-    if batch_last:
-        dout2d = np.empty((O, T, Ho * Wo, B), dtype=dtype)
-        dout2d_tb = dout2d.transpose(1, 3, 0, 2)                  # (O, T, Ho*Wo, B) as (T, B, O, Ho*Wo), a view
-        cols = im2col_batch_last(x.astype(dtype, copy=False), k, s, p)   # (C*k*k, T*Ho*Wo*B), recomputed: see Conv2dCache
-    else:
-        dout2d = np.empty((O, T, B, Ho * Wo), dtype=dtype)
-        dout2d_tb = dout2d.transpose(1, 2, 0, 3)                  # (O, T, B, Ho*Wo) as (T, B, O, Ho*Wo), a view
-        # (T, B, C, H, W) -> (N, C, H, W) -> (C*k*k, N*Ho*Wo), recomputed: see Conv2dCache
-        cols = im2col(x.reshape(N, C, H, W).astype(dtype, copy=False), k, s, p)
-
-    def transpose(t: slice) -> None:                              # dout into the columns' order
-        np.copyto(dout2d_tb[t], dout_tb[t])
-
-    for_each_chunk(transpose, T, dout2d.size)
-    dout2d = dout2d.reshape(O, N * Ho * Wo)                       # -> (O, N*Ho*Wo) in the columns' order, no copy
-    db = dout2d.sum(axis=1)                                       # eq. (C4)
-    # eq. (C3): (O, N*Ho*Wo) @ (N*Ho*Wo, C*k*k) -> (O, C*k*k) -> (O, C, k, k)
-    dW = (dout2d @ cols.T).reshape(O, C, k, k)
-    if not need_input_grad:
-        return dW, db, None
     # (O, C, k, k) -> (O, C*k*k) -> (C*k*k, O), a transposed view
     w2d_t = weight.reshape(O, C * k * k).T.astype(dtype, copy=False)
-    # eq. (C5): (C*k*k, O) @ (O, N*Ho*Wo) -> (C*k*k, N*Ho*Wo), written over cols (no longer needed)
-    dcols = np.matmul(w2d_t, dout2d, out=cols)
-    if batch_last:
-        return dW, db, col2im_batch_last(dcols, (T, B, C, H, W), k, s, p)   # -> (T, B, C, H, W)
-    dx = col2im(dcols, (N, C, H, W), k, s, p)                     # (C*k*k, N*Ho*Wo) -> (N, C, H, W)
-    return dW, db, dx.reshape(T, B, C, H, W)                      # (N, C, H, W) -> (T, B, C, H, W)
+    dW = np.zeros((O, C * k * k), dtype=dtype)
+    db = np.zeros(O, dtype=dtype)
+    dx = np.empty((T, B, C, H, W), dtype=dtype) if need_input_grad else None
+    steps = _block_steps(x.shape, weight.shape, Ho, Wo, np.dtype(dtype).itemsize)
+    work = Workspace()
+    for t0 in range(0, T, steps):
+        t1 = min(T, t0 + steps)
+        n = t1 - t0
+        cols = _columns(x[t0:t1].astype(dtype, copy=False), k, s, p, batch_last, work)  # recomputed: see Conv2dCache
+        if batch_last:
+            dout2d = work.take("dout2d", (O, n, Ho * Wo, B), dtype)
+            np.copyto(dout2d.transpose(1, 3, 0, 2), dout_tb[t0:t1])    # (t, B, O, Ho*Wo) -> (O, t, Ho*Wo, B)
+        else:
+            dout2d = work.take("dout2d", (O, n, B, Ho * Wo), dtype)
+            np.copyto(dout2d.transpose(1, 2, 0, 3), dout_tb[t0:t1])    # (t, B, O, Ho*Wo) -> (O, t, B, Ho*Wo)
+        dout2d = dout2d.reshape(O, -1)                            # -> (O, t*B*Ho*Wo) in the columns' order, no copy
+        db += dout2d.sum(axis=1)                                  # eq. (C4)
+        dW += dout2d @ cols.T                                     # eq. (C3): (O, ...) @ (..., C*k*k) -> (O, C*k*k)
+        if need_input_grad:
+            dcols = np.matmul(w2d_t, dout2d, out=cols)            # eq. (C5): (C*k*k, O) @ (O, ...), over cols
+            if batch_last:
+                col2im_batch_last(dcols, (n, B, C, H, W), k, s, p, out=dx[t0:t1], work=work)
+            else:                                                 # dx[t0:t1] as (n*B, C, H, W), a view
+                col2im(dcols, (n * B, C, H, W), k, s, p, out=dx[t0:t1].reshape(n * B, C, H, W), work=work)
+    return dW.reshape(O, C, k, k), db, dx
 
 
 def conv2d_forward_slow(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int = 1,

@@ -2,7 +2,9 @@
 
 - ``im2col_batch_last`` / ``col2im_batch_last`` (the (t, i, j, b) column order used for narrow
   convolution outputs) are ``im2col`` / ``col2im`` with the columns permuted, and adjoint;
-- ``conv2d_forward`` / ``conv2d_backward`` give the same numbers in both column orders;
+- ``conv2d_forward`` / ``conv2d_backward`` give the same numbers in both column orders, and
+  whatever the blocking over time steps (``BLOCK_BYTES``): the output bit for bit, dW and db
+  (sums over the blocks) to rounding, dx bit for bit;
 - the threads of refsnn/parallel.py change nothing, bit for bit: refsnn.grad with 1 thread and
   with 3 (chunks forced down to single samples) returns identical arrays.
 """
@@ -59,6 +61,31 @@ def test_conv_column_orders_agree(monkeypatch, rng, padding, stride):
                                rtol=1e-12, atol=1e-12)
     for plain, batch_last in zip(results["plain"], results["batch_last"]):
         np.testing.assert_allclose(batch_last, plain, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("batch_last", [0, 10**6])
+@pytest.mark.parametrize("padding, stride", [(0, 1), (1, 2)])
+def test_conv_blocks_of_time_steps_agree(monkeypatch, rng, batch_last, padding, stride):
+    x = rng.standard_normal((5, 3, 2, 7, 8))
+    weight, bias = rng.standard_normal((4, 2, 3, 3)), rng.standard_normal(4)
+    monkeypatch.setattr(conv, "BATCH_LAST_BELOW", batch_last)
+    Ho, Wo = conv.conv_output_size(7, 3, stride, padding), conv.conv_output_size(8, 3, stride, padding)
+    step_bytes = 2 * 3 * 3 * 3 * Ho * Wo * 8                         # C k k B Ho Wo itemsize: one step's columns
+    results = {}
+    for blocks, block_bytes, steps in (("one", 1 << 40, 5), ("per step", 1, 1), ("two steps", 2 * step_bytes, 2)):
+        monkeypatch.setattr(conv, "BLOCK_BYTES", block_bytes)
+        assert min(conv._block_steps(x.shape, weight.shape, Ho, Wo, 8), 5) == steps   # the blocking is real
+        out, cache = conv.conv2d_forward(x, weight, bias, stride, padding)
+        dout = np.sin(np.arange(out.size)).reshape(out.shape)
+        results[blocks] = (out, *conv.conv2d_backward(dout, cache))
+    np.testing.assert_allclose(results["one"][0], conv.conv2d_forward_slow(x, weight, bias, stride, padding),
+                               rtol=1e-12, atol=1e-12)
+    for blocks in ("per step", "two steps"):
+        out, dW, db, dx = results[blocks]
+        np.testing.assert_array_equal(out, results["one"][0])
+        np.testing.assert_allclose(dW, results["one"][1], rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(db, results["one"][2], rtol=1e-13, atol=1e-13)
+        np.testing.assert_array_equal(dx, results["one"][3])
 
 
 @pytest.mark.parametrize("forward", ["hard", "smooth"])
