@@ -224,12 +224,14 @@ def _bptt(upstream: np.ndarray, cache: LIFCache, reset_grad: str, trace_tau: flo
         U_b, S_b, up_b, dU_b = U[:, b], S[:, b], upstream[:, b], dL_dU[:, b]
         term = np.empty_like(dU_b[0])                   # beta dL/dU_{t+1} [...] of step t
         silent = np.empty(S_b.shape[1:], dtype=bool) if hard else np.empty_like(dU_b[0])   # 1 - S_t
+        sigma_prime = np.empty_like(U_b[0])             # sigma'_t, computed in place each step
         if trace_tau is not None:
             decay = 1.0 - 1.0 / trace_tau
             g = np.empty_like(dU_b[0])                  # g_t, the total dL/da_t (eq. 2 backwards)
             dS = np.empty_like(dU_b[0])                 # dL/dS_t = g_t / tau
         for t in range(T - 1, -1, -1):
-            sigma_prime = cache.surrogate.grad(U_b[t] - theta)     # eq. (10)
+            np.subtract(U_b[t], theta, out=sigma_prime)
+            cache.surrogate.grad_inplace(sigma_prime, term)        # eq. (10); term is free until below
             if trace_tau is None:
                 dS = up_b[t]
             else:                                                   # eq. (2) backwards

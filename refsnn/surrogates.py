@@ -53,6 +53,16 @@ class Surrogate:
     def grad(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def grad_inplace(self, x: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+        """``grad(x)`` written over the float array x (bit for bit the same values); returns x.
+
+        scratch: a float array of x's shape and dtype that the call may overwrite. For the BPTT
+        loop (lif.py), which calls this once per step on buffers it reuses: fresh temporaries of
+        that size cost about as much as the arithmetic. This default computes grad(x) and copies.
+        """
+        np.copyto(x, self.grad(x))
+        return x
+
     def to_spec(self) -> dict[str, Any]:
         """The spec dict that builds this surrogate again: ``{"name": ..., <param>: ...}``."""
         return {"name": self.name, **{f.name: getattr(self, f.name) for f in fields(self)}}
@@ -84,6 +94,17 @@ class Sigmoid(Surrogate):
         # (the tails keep full relative accuracy).
         e = np.exp(np.abs(as_float(x)) * (-1.0 / self.T))
         return e / (self.T * (1.0 + e) ** 2)
+
+    def grad_inplace(self, x, scratch):
+        # the operations of grad, in the same order, on the two buffers
+        np.abs(x, out=x)
+        x *= -1.0 / self.T
+        np.exp(x, out=x)                                # e
+        np.add(x, 1.0, out=scratch)
+        np.square(scratch, out=scratch)
+        scratch *= self.T                               # T (1 + e)^2
+        np.divide(x, scratch, out=x)
+        return x
 
 
 @dataclass(frozen=True)
@@ -194,7 +215,7 @@ class Rectangle(Surrogate):
 
     def grad(self, x):
         x = as_float(x)
-        return np.where(np.abs(x) < 0.5 * self.width, 1.0 / self.width, 0.0)
+        return np.where(np.abs(x) < 0.5 * self.width, 1.0 / self.width, 0.0).astype(x.dtype, copy=False)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,28 @@ def test_relaxed_is_monotone_and_centred(surrogate):
     assert np.all(surrogate.grad(x) >= 0)
 
 
+@given(surrogate=surrogates(), dtype=st.sampled_from([np.float64, np.float32]), seed=st.integers(0, 2**32 - 1))
+def test_grad_inplace_is_grad_bit_for_bit(surrogate, dtype, seed):
+    x = (np.random.default_rng(seed).standard_normal((3, 50)) * 3).astype(dtype)
+    x[0, :3] = [0.0, 1e-300, -700.0]
+    expected = surrogate.grad(x)
+    work = x.copy()
+    result = surrogate.grad_inplace(work, np.full_like(x, np.nan))
+    assert result is work and result.dtype == dtype
+    np.testing.assert_array_equal(result, expected)
+
+
+def test_sigmoid_grad_keeps_relative_accuracy_in_the_tails():
+    # e / (T (1 + e)^2) with e = exp(-|x|/T) against the textbook sigma (1 - sigma) / T in
+    # extended precision: no cancellation far from threshold, none near it
+    x = np.array([-60.0, -5.0, -0.3, -1e-9, 0.0, 2e-9, 0.4, 7.0, 90.0])
+    z = np.longdouble(x) / np.longdouble(0.25)
+    sigma = 1 / (1 + np.exp(-z))
+    exact = (sigma * (1 / (1 + np.exp(z)))) / np.longdouble(0.25)   # sigma(z) sigma(-z) / T
+    ours = make_surrogate({"name": "sigmoid", "T": 0.25}).grad(x)
+    np.testing.assert_allclose(ours, exact.astype(np.float64), rtol=4e-16, atol=0)
+
+
 @pytest.mark.parametrize("name", sorted(PARAMS))
 def test_spike_is_strict_heaviside(name):
     s = make_surrogate({"name": name})
