@@ -164,6 +164,19 @@ def test_direct_encoding_repeats_the_pixels_at_every_step(rng):
         data.encode_batch(split, [0], 3, "events")
 
 
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
+def test_standardized_encoding_uses_the_training_split_statistics(data_dir, dataset):
+    split = data.load_split(dataset, "train", data_dir=data_dir)
+    pixels = split.inputs.astype(np.float64) / 255.0                       # (N, C, H, W)
+    mean, std = data.CHANNEL_STATS[dataset]
+    np.testing.assert_allclose(pixels.mean(axis=(0, 2, 3)), mean, atol=1e-6)
+    np.testing.assert_allclose(pixels.std(axis=(0, 2, 3)), std, atol=1e-6)
+    x = data.encode_batch(split, np.arange(500), 2, "standardized")     # (T, B, C, H, W)
+    assert np.array_equal(x[0], x[1])
+    expected = (pixels[:500] - np.reshape(mean, (-1, 1, 1))) / np.reshape(std, (-1, 1, 1))
+    np.testing.assert_allclose(x[0], expected, rtol=1e-12, atol=1e-12)
+
+
 def test_bernoulli_encoding_is_seeded_binary_and_has_the_pixel_rate(rng):
     split = data.Split("mnist", "train", np.full((1, 1, 10, 10), 64, np.uint8), np.zeros(1, np.int64), "images")
     x = data.encode_batch(split, [0], 2000, "bernoulli", np.random.default_rng(3))
