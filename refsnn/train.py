@@ -14,7 +14,8 @@ What a run is (every choice is a field of ``TrainConfig``, recorded in results a
   surrogate with T = 0.3 (eq. 9-10); ``reset_grad`` "full" (with the reset term, eq. 8) or
   "detached";
 - the input: ``time_steps`` steps (paper: MNIST 30, N-MNIST 5, CIFAR-10 5), encoded by
-  data.encode_batch: "direct" (pixels repeated) for images, "events" for N-MNIST;
+  data.encode_batch: "direct" (pixels repeated) for images by default ("standardized" and
+  "bernoulli" on request), "events" for N-MNIST;
 - the loss: ``loss`` (a losses.py spec, on integer labels), by default count_mse with target
   counts 0.5 T for the label's neuron and 0 for the others (DEFAULT_LOSS; table2.py says why);
 - AdamW (optim.py) with ``lr`` and ``weight_decay``, batches of ``batch_size``, the last
