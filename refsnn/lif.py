@@ -225,13 +225,14 @@ def _bptt(upstream: np.ndarray, cache: LIFCache, reset_grad: str, trace_tau: flo
         term = np.empty_like(dU_b[0])                   # beta dL/dU_{t+1} [...] of step t
         silent = np.empty(S_b.shape[1:], dtype=bool) if hard else np.empty_like(dU_b[0])   # 1 - S_t
         sigma_prime = np.empty_like(U_b[0])             # sigma'_t, computed in place each step
+        scratch = np.empty_like(U_b[0])                 # the surrogate's second buffer
         if trace_tau is not None:
             decay = 1.0 - 1.0 / trace_tau
             g = np.empty_like(dU_b[0])                  # g_t, the total dL/da_t (eq. 2 backwards)
             dS = np.empty_like(dU_b[0])                 # dL/dS_t = g_t / tau
         for t in range(T - 1, -1, -1):
             np.subtract(U_b[t], theta, out=sigma_prime)
-            cache.surrogate.grad_inplace(sigma_prime, term)        # eq. (10); term is free until below
+            cache.surrogate.grad_inplace(sigma_prime, scratch)     # eq. (10)
             if trace_tau is None:
                 dS = up_b[t]
             else:                                                   # eq. (2) backwards
@@ -280,7 +281,7 @@ def _bptt_parts(dL_dS: np.ndarray, cache: LIFCache, reset_grad: str) -> LIFGrads
     spatial = dL_dS * sigma_prime                                              # eq. (7), spatial
     beta_dU_next = np.zeros_like(dL_dU)
     np.multiply(dL_dU[1:], beta, out=beta_dU_next[:-1])                        # beta dL/dU_{t+1}, 0 at t = T
-    silent = 1.0 - cache.S                                                     # 1 - S_t (bool S -> 0.0 / 1.0)
+    silent = 1.0 - cache.S.astype(dL_dU.dtype)                                 # 1 - S_t (bool S -> 0.0 / 1.0)
     leak = beta_dU_next if reset_grad == "ignored" else beta_dU_next * silent  # eq. (7), leak
     reset = -(beta_dU_next * U * sigma_prime) if reset_grad == "full" else np.zeros_like(dL_dU)  # eq. (8)
     return LIFGrads(dL_dU=dL_dU, spatial=spatial, leak=leak, reset=reset)

@@ -110,17 +110,21 @@ def test_fast_bptt_equals_the_three_parts_and_the_fused_trace(seed, T, B, mode, 
                                   lif_backward(trace_backward(g, tau_s), cache, mode))
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("forward", ["hard", "smooth"])
 @pytest.mark.parametrize("mode", ["full", "detached", "ignored"])
-def test_gradients_do_not_depend_on_asking_for_adjoints(rng, mode, forward):
+def test_gradients_do_not_depend_on_asking_for_adjoints(rng, mode, forward, dtype):
     # adjoints=True takes trace_backward + lif_backward(parts=True), the default the fused loop:
-    # a user comparing the two outputs must see the same gradients, bit for bit
-    spec, x, target, params = small_problem(rng, arch="5-4-3", reset_grad=mode, forward=forward)
+    # a user comparing the two outputs must see the same gradients, bit for bit, in the spec's dtype
+    spec, x, target, params = small_problem(rng, arch="5-4-3", reset_grad=mode, forward=forward, dtype=dtype)
+    x, target = x.astype(dtype), target.astype(dtype)
+    params = {name: value.astype(dtype) for name, value in params.items()}
     plain = refsnn.grad(spec, x, target, params)
     with_adjoints = refsnn.grad(spec, x, target, params, adjoints=True)
     assert with_adjoints["S/0"].any()
     for key, value in plain.items():
         np.testing.assert_array_equal(with_adjoints[key], value, err_msg=key)
+    assert {value.dtype for value in with_adjoints.values() if value.ndim} == {np.dtype(dtype)}
 
 
 @given(T=st.integers(1, 8), tau_m=st.floats(1.0, 20.0), mode=st.sampled_from(["full", "detached", "ignored"]),
