@@ -59,15 +59,15 @@ PAPER = {"nmnist": {"full": 99.29, "detached": 99.28},
          "mnist": {"full": 99.49, "detached": 99.50},
          "cifar10": {"full": 88.96, "detached": 88.98}}
 
-#: The default run of each data set: 3 seeds x 2 modes in about 45 min (quiet machine) to 2 h
-#: (2 cores shared with other work) with 2 workers. Measured with 2 workers of 1 BLAS thread each,
-#: float64, batch 16, quiet machine: MNIST (T 30) ~0.5 s per step and ~1.4 s per 100 test samples;
-#: N-MNIST (T 5) ~0.15 s / 0.3 s; CIFAR-10 width 0.25 (T 5) ~0.85 s / 2.5 s (full width ~6 s per
-#: step). Under contention from other processes, up to ~3x slower.
+#: The default run of each data set (3 seeds x 2 modes, 2 workers), the runs of docs/results.md.
+#: Measured per step with 2 workers of 1 BLAS thread each, float64, batch 16, quiet machine: MNIST
+#: (T 30) ~0.5 s per step and ~1.4 s per 100 test samples; N-MNIST (T 5) ~0.15 s / 0.3 s; CIFAR-10
+#: width 0.25 (T 5) ~0.85 s / 2.5 s (full width ~6 s per step). The runs of docs/results.md shared
+#: the 2 cores with each other and took 50-65 min of wall time per data set.
 DEFAULTS = {
     "mnist": {"epochs": 2, "train_size": 10_000, "test_size": None},
     "nmnist": {"epochs": 30, "train_size": None, "test_size": None},
-    "cifar10": {"epochs": 1, "train_size": None, "test_size": 2000, "width": 0.25, "init_gain": 3.0,
+    "cifar10": {"epochs": 1, "train_size": 5000, "test_size": 2000, "width": 0.25, "init_gain": 3.0,
                 "loss": {"name": "rate_ce"}},
 }
 
