@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, event, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, event, given, settings
 
 import refsnn
 from conftest import require
@@ -35,6 +35,8 @@ require("snntorch")
 require("spikingjelly")
 require("norse")
 
+from agreement import (RESET_GRADS, SURROGATE_PARAMS, assert_agree, dense_cases,  # noqa: E402
+                       make_spec)
 from validation import conformance  # noqa: E402
 from validation.frameworks import (norse_adapter, snntorch_adapter,  # noqa: E402
                                    spikingjelly_adapter)
@@ -45,12 +47,7 @@ from validation.jax_reference import RELAXED, hard_spike, jax_adjoints  # noqa: 
 torch.set_num_threads(1)          # tiny tensors; the test machine is shared
 
 RTOL = {"jax": 1e-10, "snnTorch": 1e-10, "SpikingJelly": 1e-10, "Norse": 1e-10}
-RESET_GRADS = ("full", "detached", "ignored")
-FORWARDS = ("hard", "smooth")
-SURROGATE_KEYS = {"sigmoid": "T", "fast_sigmoid": "slope", "atan": "alpha", "triangle": "alpha",
-                  "rectangle": "width", "exponential": "alpha"}
-SURROGATE_RANGES = {"sigmoid": (0.05, 1.0), "fast_sigmoid": (0.5, 50.0), "atan": (0.5, 10.0),
-                    "triangle": (0.2, 5.0), "rectangle": (0.2, 4.0), "exponential": (0.5, 10.0)}
+SURROGATE_KEYS = {name: key for name, (key, _) in SURROGATE_PARAMS.items()}
 #: parameter values at which a framework has the surrogate natively (Norse only has these)
 NATIVE_POINTS = {"sigmoid": [0.25], "fast_sigmoid": [1.0, 2.0], "triangle": [1.0]}
 #: (name, configure) of every framework configuration the property test tries
@@ -58,36 +55,6 @@ FRAMEWORKS = (("snnTorch", snntorch_adapter.configure),
               ("SpikingJelly", spikingjelly_adapter.configure),
               ("Norse", lambda spec: norse_adapter.configure(spec, synapse="off")),
               ("Norse", lambda spec: norse_adapter.configure(spec, synapse="trace")))
-
-
-def make_spec(architecture, surrogate, reset_grad, forward="hard", *, input_shape=(5,), tau_m=6.0,
-              tau_s=2.0, theta=1.0, input_trace=False, loss_tau=None):
-    name, value = surrogate
-    spec = {"input_shape": list(input_shape), "architecture": architecture,
-            "neuron": {"tau_m": tau_m, "tau_s": tau_s, "theta": theta},
-            "surrogate": {"name": name, SURROGATE_KEYS[name]: value},
-            "reset_grad": reset_grad, "forward": forward, "input_trace": input_trace}
-    if loss_tau is not None:
-        spec["loss"] = {"name": "van_rossum", "tau": loss_tau}
-    return spec
-
-
-def assert_agree(ours, theirs, keys, rtol, context, floors=None):
-    """Every key within rtol; a failure names the key, the worst index and both values.
-
-    ``floors`` (key -> scale) adds a lower bound to an array's scale, as in
-    tests/test_torch_agreement.py: see ``surrogate_floors``.
-    """
-    for key in keys:
-        a, b = np.asarray(ours[key], dtype=np.float64), np.asarray(theirs[key], dtype=np.float64)
-        assert a.shape == b.shape, (key, a.shape, b.shape)
-        err = relative_error(a, b)
-        if floors and floors.get(key, 0.0) > 0:
-            err = min(err, float(np.max(np.abs(a - b))) / floors[key])
-        if err > rtol:
-            index = np.unravel_index(np.argmax(np.abs(a - b)), a.shape) if a.ndim else ()
-            pytest.fail(f"{context}: {key} differs by {err:.3e} (relative to its max |entry|) at "
-                        f"index {index}: refsnn {a[index]!r} vs {b[index]!r}")
 
 
 def surrogate_floors(spec, x, ours):
@@ -279,36 +246,8 @@ def test_conformance_report_states_each_default():
 
 # ----------------------------------------------------------------------------- property test
 
-@st.composite
-def cases(draw):
-    """A tiny network, its constants and a seed for the arrays (drawn by numpy, not Hypothesis,
-    so that no input sits exactly at a threshold or a surrogate's kink by construction)."""
-    name = draw(st.sampled_from(sorted(SURROGATE_KEYS)), label="surrogate")
-    low, high = SURROGATE_RANGES[name]
-    values = st.floats(low, high)
-    if name in NATIVE_POINTS:                    # where Norse and SpikingJelly are native
-        values = st.one_of(st.sampled_from(NATIVE_POINTS[name]), values)
-    parameter = draw(values, label=SURROGATE_KEYS[name])
-    n_layers = draw(st.integers(1, 3), label="n_layers")
-    sizes = draw(st.lists(st.integers(1, 4), min_size=n_layers, max_size=n_layers), label="sizes")
-    spec = make_spec("-".join(map(str, sizes)), (name, parameter),
-                     draw(st.sampled_from(RESET_GRADS), label="reset_grad"),
-                     draw(st.sampled_from(FORWARDS), label="forward"),
-                     input_shape=draw(st.lists(st.integers(1, 3), min_size=1, max_size=2), label="input_shape"),
-                     tau_m=draw(st.floats(1.0, 20.0), label="tau_m"),
-                     tau_s=draw(st.floats(1.0, 10.0), label="tau_s"),
-                     theta=draw(st.floats(0.1, 2.0), label="theta"),
-                     input_trace=draw(st.booleans(), label="input_trace"),
-                     loss_tau=draw(st.one_of(st.none(), st.floats(1.0, 10.0)), label="loss_tau"))
-    T = draw(st.integers(1, 12), label="T")
-    B = draw(st.integers(1, 3), label="B")
-    gain = draw(st.floats(0.3, 3.0), label="gain")
-    seed = draw(st.integers(0, 2**32 - 1), label="seed")
-    return spec, T, B, gain, seed
-
-
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(case=cases())
+@given(case=dense_cases(NATIVE_POINTS))
 def test_all_backends_agree_property(case):
     """refsnn, the JAX reference and every framework that can run the case, on the same arrays."""
     spec, T, B, gain, seed = case

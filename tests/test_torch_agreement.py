@@ -16,75 +16,29 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, event, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, event, given, settings
 
 import refsnn
 from conftest import require
 
 torch = require("torch")
-from validation.frameworks.common import make_case  # noqa: E402  (spiking inputs and parameters)
+from agreement import (FORWARDS, RESET_GRADS, SURROGATE_PARAMS, dense_cases, make_spec,  # noqa: E402
+                       relative_error)
+import agreement  # noqa: E402
+from validation.frameworks.common import grad_keys, make_case  # noqa: E402  (spiking inputs and parameters)
 from validation.torch_reference import (RELAXED, SPIKE_FUNCTIONS, torch_adjoints,  # noqa: E402
                                         torch_grad)
 
 torch.set_num_threads(1)          # tiny tensors; the test machine is shared
 
-RTOL = {np.dtype(np.float64): 1e-10}      # relative to the largest |entry| of each array
-SURROGATE_PARAMS = {"sigmoid": ("T", 0.3), "fast_sigmoid": ("slope", 5.0), "atan": ("alpha", 2.0),
-                    "triangle": ("alpha", 1.0), "rectangle": ("width", 1.0),
-                    "exponential": ("alpha", 2.0)}
-# ranges of each surrogate's parameter for the property test (x = U - theta is O(theta))
-SURROGATE_RANGES = {"sigmoid": (0.05, 1.0), "fast_sigmoid": (0.5, 50.0), "atan": (0.5, 10.0),
-                    "triangle": (0.2, 5.0), "rectangle": (0.2, 4.0), "exponential": (0.5, 10.0)}
-RESET_GRADS = ("full", "detached", "ignored")
-FORWARDS = ("hard", "smooth")
+RTOL = 1e-10                      # relative to the largest |entry| of each array (float64)
 ARCHITECTURES = ("1", "7-3", "12-8-4")
 
 
 # ----------------------------------------------------------------------------- helpers
 
-def make_spec(architecture, surrogate, reset_grad, forward, *, input_shape=(5,), tau_m=6.0,
-              tau_s=2.0, theta=1.0, input_trace=False, loss_tau=None):
-    name, value = surrogate if isinstance(surrogate, tuple) else (surrogate, SURROGATE_PARAMS[surrogate][1])
-    spec = {"input_shape": list(input_shape), "architecture": architecture,
-            "neuron": {"tau_m": tau_m, "tau_s": tau_s, "theta": theta},
-            "surrogate": {"name": name, SURROGATE_PARAMS[name][0]: value},
-            "reset_grad": reset_grad, "forward": forward, "input_trace": input_trace}
-    if loss_tau is not None:
-        spec["loss"] = {"name": "van_rossum", "tau": loss_tau}
-    return spec
-
-
-def relative_error(ours, theirs):
-    """max |ours - theirs| / max(|ours|, |theirs|) (0 when both are exactly zero)."""
-    scale = max(np.max(np.abs(ours), initial=0.0), np.max(np.abs(theirs), initial=0.0))
-    return float(np.max(np.abs(ours - theirs), initial=0.0) / scale) if scale > 0 else 0.0
-
-
 def assert_agree(ours, theirs, keys, context="", floors=None):
-    """Every key within RTOL; a failure names the key, the worst index and both values.
-
-    ``floors`` (key -> scale) adds a lower bound to an array's scale: a weight gradient
-    sum_t dL/dU_t a_in_t^T whose terms cancel is only as exact as max|dL/dU| * max|a_in|, the
-    size of its terms, not its (possibly tiny) result.
-    """
-    worst = 0.0
-    for key in keys:
-        a, b = np.asarray(ours[key]), np.asarray(theirs[key])
-        assert a.shape == b.shape and a.dtype == b.dtype == np.float64, (key, a.shape, b.shape, a.dtype, b.dtype)
-        err = relative_error(a, b)
-        if floors and floors.get(key, 0.0) > 0:
-            err = min(err, float(np.max(np.abs(a - b))) / floors[key])
-        if err > RTOL[a.dtype]:
-            index = np.unravel_index(np.argmax(np.abs(a - b)), a.shape) if a.ndim else ()
-            pytest.fail(f"{context}: {key} differs by {err:.3e} (relative to its max |entry|) at "
-                        f"index {index}: refsnn {a[index]!r} vs torch {b[index]!r}")
-        worst = max(worst, err)
-    return worst
-
-
-def grad_keys(spec):
-    n = len(refsnn.parse_spec(spec).layers)
-    return ["loss"] + [f"grad/layers.{i}.{p}" for i in range(n) for p in ("weight", "bias")]
+    agreement.assert_agree(ours, theirs, keys, RTOL, context, floors, dtype=np.float64, other="torch")
 
 
 def assert_spiking(result, spec):
@@ -158,7 +112,7 @@ def test_adjoints_match_torch(architecture, surrogate, reset_grad, forward, rng)
     # refsnn's split of dL/dU (eq. 7-8) adds up to the total that autograd found
     for i in range(n):
         parts = ours[f"dL_dU_spatial/{i}"] + ours[f"dL_dU_leak/{i}"] + ours[f"dL_dU_reset/{i}"]
-        assert relative_error(parts, theirs[f"dL_dU/{i}"]) <= RTOL[parts.dtype]
+        assert relative_error(parts, theirs[f"dL_dU/{i}"]) <= RTOL
 
 
 @pytest.mark.parametrize("forward", FORWARDS)
@@ -174,33 +128,8 @@ def test_reset_modes_give_different_gradients(forward, rng):
 
 # ----------------------------------------------------------------------------- property test
 
-@st.composite
-def cases(draw):
-    """A tiny network, its constants and a seed for the arrays (drawn by numpy, not Hypothesis,
-    so that no input sits exactly at a threshold or a surrogate's kink by construction)."""
-    name = draw(st.sampled_from(sorted(SURROGATE_RANGES)), label="surrogate")
-    low, high = SURROGATE_RANGES[name]
-    parameter = draw(st.floats(low, high), label=SURROGATE_PARAMS[name][0])
-    n_layers = draw(st.integers(1, 3), label="n_layers")
-    sizes = draw(st.lists(st.integers(1, 4), min_size=n_layers, max_size=n_layers), label="sizes")
-    input_shape = draw(st.lists(st.integers(1, 3), min_size=1, max_size=2), label="input_shape")
-    tau_s = draw(st.floats(1.0, 10.0), label="tau_s")
-    loss_tau = draw(st.one_of(st.none(), st.floats(1.0, 10.0)), label="loss_tau")
-    spec = make_spec("-".join(map(str, sizes)), (name, parameter),
-                     draw(st.sampled_from(RESET_GRADS), label="reset_grad"),
-                     draw(st.sampled_from(FORWARDS), label="forward"),
-                     input_shape=input_shape, tau_m=draw(st.floats(1.0, 20.0), label="tau_m"),
-                     tau_s=tau_s, theta=draw(st.floats(0.1, 2.0), label="theta"),
-                     input_trace=draw(st.booleans(), label="input_trace"), loss_tau=loss_tau)
-    T = draw(st.integers(1, 12), label="T")
-    B = draw(st.integers(1, 3), label="B")
-    gain = draw(st.floats(0.3, 3.0), label="gain")
-    seed = draw(st.integers(0, 2**32 - 1), label="seed")
-    return spec, T, B, gain, seed
-
-
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(case=cases())
+@given(case=dense_cases())
 def test_grad_matches_torch_property(case):
     spec, T, B, gain, seed = case
     x, target, params = make_case(spec, T, B, np.random.default_rng(seed), gain=gain)

@@ -24,13 +24,14 @@ import refsnn
 from conftest import require
 
 torch = require("torch")
+from agreement import FORWARDS, RESET_GRADS, relative_error  # noqa: E402
+import agreement  # noqa: E402
+from validation.frameworks.common import grad_keys  # noqa: E402
 from validation.torch_reference import torch_adjoints, torch_grad  # noqa: E402
 
 torch.set_num_threads(1)          # small tensors; the test machine is shared
 
-RTOL = {np.dtype(np.float64): 1e-10}      # relative to the largest |entry| of each array
-RESET_GRADS = ("full", "detached", "ignored")
-FORWARDS = ("hard", "smooth")
+RTOL = 1e-10                      # relative to the largest |entry| of each array (float64)
 LOSSES = ({"name": "van_rossum", "tau": 3.0},
           {"name": "count_mse", "true_rate": 0.8, "false_rate": 0.1},
           {"name": "rate_ce"},
@@ -95,27 +96,8 @@ def make_case(spec, T, B, rng, gain=0.5, spread=0.0):
     return x, target, params
 
 
-def relative_error(ours, theirs):
-    """max |ours - theirs| / max(|ours|, |theirs|) (0 when both are exactly zero)."""
-    scale = max(np.max(np.abs(ours), initial=0.0), np.max(np.abs(theirs), initial=0.0))
-    return float(np.max(np.abs(ours - theirs), initial=0.0) / scale) if scale > 0 else 0.0
-
-
 def assert_agree(ours, theirs, keys, context=""):
-    """Every key within RTOL; a failure names the key, the worst index and both values."""
-    for key in keys:
-        a, b = np.asarray(ours[key]), np.asarray(theirs[key])
-        assert a.shape == b.shape and a.dtype == b.dtype == np.float64, (key, a.shape, b.shape, a.dtype, b.dtype)
-        err = relative_error(a, b)
-        if err > RTOL[a.dtype]:
-            index = np.unravel_index(np.argmax(np.abs(a - b)), a.shape) if a.ndim else ()
-            pytest.fail(f"{context}: {key} differs by {err:.3e} (relative to its max |entry|) at "
-                        f"index {index}: refsnn {a[index]!r} vs torch {b[index]!r}")
-
-
-def grad_keys(spec):
-    n = len(refsnn.parse_spec(spec).weighted)
-    return ["loss"] + [f"grad/layers.{i}.{p}" for i in range(n) for p in ("weight", "bias")]
+    agreement.assert_agree(ours, theirs, keys, RTOL, context, dtype=np.float64, other="torch")
 
 
 def adjoint_keys(spec):

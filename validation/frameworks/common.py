@@ -27,7 +27,7 @@ RESET_GRADS = ("full", "detached", "ignored")
 
 def grad_keys(spec: Any) -> list[str]:
     """refsnn.grad's keys for the loss and the gradients (every run also returns S/{i})."""
-    n = len(refsnn.parse_spec(spec).layers)
+    n = len(refsnn.parse_spec(spec).weighted)
     return ["loss"] + [f"grad/layers.{i}.{p}" for i in range(n) for p in ("weight", "bias")]
 
 
