@@ -305,20 +305,17 @@ def load_nmnist(split: str, time_steps: int, data_dir: str | os.PathLike | None 
 
 @lru_cache(maxsize=2)
 def _load_cifar10(data_dir: str) -> dict[str, np.ndarray]:
+    from .oracle import load_npz                    # the one npz reader: no pickle, every read error wrapped
+
     path = dataset_path("cifar10", "cifar10_jpeg_q75.npz", data_dir)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as exc:
-        raise RefsnnError(f"cannot read {str(path)!r} as an .npz archive: {exc}") from None
+    arrays = load_npz(path, "CIFAR-10 data", required=tuple(f"{a}_{split}" for split in SPLITS for a in "xy"))
     for split in SPLITS:
-        x, y = arrays.get(f"x_{split}"), arrays.get(f"y_{split}")
-        if x is None or y is None:
-            raise RefsnnError(f"{str(path)!r} must hold x_{split} and y_{split}, it has {sorted(arrays)}")
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (32, 32, 3):
             raise RefsnnError(f"{str(path)!r}: x_{split} must be uint8 (N, 32, 32, 3), got {x.dtype} {x.shape}")
         if y.shape != (x.shape[0],) or y.min() < 0 or y.max() > 9:
-            raise RefsnnError(f"{str(path)!r}: y_{split} must be (N={x.shape[0]},) labels in 0..9")
+            raise RefsnnError(f"{str(path)!r}: y_{split} must be (N={x.shape[0]},) labels in 0..9, got shape "
+                              f"{y.shape}" + (f", values {y.min()}..{y.max()}" if y.size else ""))
     return arrays
 
 

@@ -75,7 +75,7 @@ class LIFCache(NamedTuple):
 
 
 class LIFGrads(NamedTuple):
-    """dL/dU_t of one layer, and its three parts (spatial + leak + reset == dL_dU)."""
+    """dL/dU_t of one layer, and its three parts (spatial + leak + reset == dL_dU up to rounding)."""
 
     dL_dU: np.ndarray
     spatial: np.ndarray
@@ -86,8 +86,10 @@ class LIFGrads(NamedTuple):
 def trace_forward(S: np.ndarray, tau: float) -> np.ndarray:
     """eq. (2), also the van Rossum kernel of eq. (6): f_t = (1 - 1/tau) f_{t-1} + S_t / tau.
 
-    S: (T, B, ...) -> f: (T, B, ...), f_0 = 0.
+    S: (T, B, ...) -> f: (T, B, ...), f_0 = 0 (a single train (T,) too).
     """
+    if S.ndim == 1:
+        return trace_forward(S[:, None], tau)[:, 0]        # (T,) -> (T, 1) -> (T,)
     decay = 1.0 - 1.0 / tau
     f = np.empty_like(S, dtype=np.result_type(S.dtype, np.float32))
 
@@ -110,6 +112,8 @@ def trace_backward(df: np.ndarray, tau: float) -> np.ndarray:
     df: (T, B, ...) dL/df_t as consumed directly -> dS: (T, B, ...) with
     dS_t = (1/tau) * sum_{k >= t} (1 - 1/tau)^{k-t} df_k   (a "left tail" on each error).
     """
+    if df.ndim == 1:
+        return trace_backward(df[:, None], tau)[:, 0]      # (T,) -> (T, 1) -> (T,)
     decay = 1.0 - 1.0 / tau
     df_total = np.empty_like(df, dtype=np.result_type(df.dtype, np.float32))     # total dL/df_t, carried backwards
 
@@ -128,10 +132,7 @@ def trace_backward(df: np.ndarray, tau: float) -> np.ndarray:
 
 def _over_batch(steps, array: np.ndarray) -> None:
     """steps(b) for chunks b of the batch axis (axis 1) of a (T, B, ...) array, in parallel."""
-    if array.ndim < 2:
-        steps(slice(None))
-    else:
-        for_each_chunk(steps, array.shape[1], array.size)
+    for_each_chunk(steps, array.shape[1], array.size)
 
 
 def lif_forward(current: np.ndarray, params: NeuronParams, surrogate: Surrogate,
@@ -227,7 +228,7 @@ def _bptt(upstream: np.ndarray, cache: LIFCache, reset_grad: str, trace_tau: flo
         sigma_prime = np.empty_like(U_b[0])             # sigma'_t, computed in place each step
         scratch = np.empty_like(U_b[0])                 # the surrogate's second buffer
         if trace_tau is not None:
-            decay = 1.0 - 1.0 / trace_tau
+            decay, inv_tau = 1.0 - 1.0 / trace_tau, 1.0 / trace_tau
             g = np.empty_like(dU_b[0])                  # g_t, the total dL/da_t (eq. 2 backwards)
             dS = np.empty_like(dU_b[0])                 # dL/dS_t = g_t / tau
         for t in range(T - 1, -1, -1):
@@ -241,7 +242,7 @@ def _bptt(upstream: np.ndarray, cache: LIFCache, reset_grad: str, trace_tau: flo
                 else:
                     g *= decay
                     g += up_b[t]
-                np.multiply(g, 1.0 / trace_tau, out=dS)
+                np.multiply(g, inv_tau, out=dS)
             np.multiply(dS, sigma_prime, out=dU_b[t])              # eq. (7), spatial term
             if t == T - 1:                                          # dL/dU_{T+1} = 0
                 continue

@@ -199,7 +199,7 @@ def evaluate(spec: Spec, params: Mapping[str, np.ndarray], split: data.Split, in
     loss_sum = 0.0
     for start in range(0, indices.size, config.eval_batch_size):
         batch = indices[start:start + config.eval_batch_size]
-        # the test set uses ENCODE_STREAM with epoch -1: the same Bernoulli draws at every evaluation
+        # the test set uses ENCODE_STREAM with epoch 2**31 (no training epoch): the same draws at every evaluation
         rng = _stream(config.seed, ENCODE_STREAM, 2 ** 31, start)
         x = data.encode_batch(split, batch, config.steps, config.input_encoding, rng, config.dtype)
         labels = split.labels[batch]
@@ -382,12 +382,12 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, *, data_dir=No
             x = data.encode_batch(train_split, batch, config.steps, config.input_encoding, rng, config.dtype)
             labels = train_split.labels[batch]
             loss, S, cache = network_forward(spec, state.params, x, labels)
+            if not np.isfinite(loss):                   # before the update: a NaN step is never applied
+                raise RefsnnError(f"{label}: the loss became {loss} at epoch {state.epoch + 1} step {step + 1}")
             grads = network_backward(spec, cache)
             grads = {name: grads[f"grad/{name}"] for name in state.params}
             state.params, state.optimizer = update(state.params, grads, state.optimizer, lr=config.lr,
                                                    weight_decay=config.weight_decay)
-            if not np.isfinite(loss):
-                raise RefsnnError(f"{label}: the loss became {loss} at epoch {state.epoch + 1} step {step + 1}")
             state.step_in_epoch = step + 1
             state.epoch_loss_sum += loss * batch.size
             state.epoch_correct += int(np.sum(predict(S) == labels))

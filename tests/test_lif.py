@@ -24,6 +24,8 @@ def test_golden_constant_input_spike_times():
     # eq. (2) with tau_s = 2: a_t = a_{t-1}/2 + S_t/2
     a = trace_forward(S, 2.0)
     np.testing.assert_allclose(a[:, 0, 0], [0, 0, 0.5, 0.25, 0.125, 0.5625, 0.28125, 0.140625, 0.5703125])
+    np.testing.assert_array_equal(trace_forward(S[:, 0, 0], 2.0), a[:, 0, 0])        # a single (T,) train
+    np.testing.assert_array_equal(trace_backward(S[:, 0, 0], 2.0), trace_backward(S, 2.0)[:, 0, 0])
 
 
 def test_golden_threshold_is_strict():

@@ -134,6 +134,8 @@ def configure(spec: Any, synapse: str = "off") -> Setup:
     synapse "off": tau_syn_inv = 1/dt, the glue applies eq. (2); "trace": tau_syn_inv = 1/tau_s,
     Norse's synapse is eq. (2) (the weights and bias are fed as described in the module docstring).
     """
+    if synapse not in SYNAPSES:
+        raise ValueError(f"synapse must be one of {SYNAPSES}, got {synapse!r}")
     spec = refsnn.parse_spec(spec)
     check_dense_van_rossum(spec)
     if spec.reset_grad == "ignored":
