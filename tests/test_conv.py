@@ -13,7 +13,6 @@ torch must fail there, not skip silently.
 
 from __future__ import annotations
 
-import os
 from typing import NamedTuple
 
 import numpy as np
@@ -21,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import require
 from refsnn.conv import (
     avg_pool_backward, avg_pool_forward, col2im, conv2d_backward, conv2d_forward,
     conv2d_forward_slow, conv_output_size, im2col, max_pool_backward, max_pool_forward,
@@ -44,10 +44,7 @@ def rng():
 
 @pytest.fixture(scope="module")
 def torch():
-    if os.environ.get("CI") == "true":
-        import torch                      # in CI a missing torch is an error, not a skip
-        return torch
-    return pytest.importorskip("torch")
+    return require("torch")               # in CI a missing torch is an error, not a skip
 
 
 def assert_close(actual: np.ndarray, expected: np.ndarray, name: str) -> None:
