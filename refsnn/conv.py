@@ -74,6 +74,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from . import memory
 from .errors import RefsnnError
 from .parallel import for_each_chunk
 
@@ -140,12 +141,12 @@ def _pad(x: np.ndarray, padding: int) -> np.ndarray:
 class Workspace:
     """Scratch buffers reused across the blocks of one convolution call.
 
-    Why: glibc serves every allocation of the same large size (MBs) with a fresh mmap, so a
-    buffer allocated once per block is page-faulted and zeroed by the kernel again each time
+    Why: a fresh buffer per block is page-faulted and zeroed by the kernel again each time
     (measured on the MNIST network's second convolution, 30 blocks of 3 MB: the dx products
     took 98 ms with a new output per block, 26 ms with one reused buffer). ``take`` returns a
     C-contiguous view of a flat buffer that grows when needed; a name is one buffer, so two
-    arrays alive at once need two names.
+    arrays alive at once need two names. The flat buffers come from memory.py's pool, so the
+    next call reuses them too.
     """
 
     def __init__(self) -> None:
@@ -155,7 +156,7 @@ class Workspace:
         size = int(np.prod(shape))
         flat = self._flat.get(name)
         if flat is None or flat.size < size or flat.dtype != np.dtype(dtype):
-            flat = self._flat[name] = np.empty(size, dtype=dtype)
+            flat = self._flat[name] = memory.empty(size, dtype)
         view = flat[:size].reshape(shape)
         if zero:
             view.fill(0)
@@ -164,7 +165,7 @@ class Workspace:
 
 def _take(work: Workspace | None, name: str, shape: tuple[int, ...], dtype: Any, zero: bool = False) -> np.ndarray:
     if work is None:
-        return np.zeros(shape, dtype=dtype) if zero else np.empty(shape, dtype=dtype)
+        return memory.zeros(shape, dtype) if zero else memory.empty(shape, dtype)
     return work.take(name, shape, dtype, zero)
 
 
@@ -216,7 +217,7 @@ def col2im(cols: np.ndarray, x_shape: tuple[int, int, int, int], kernel: int, st
     patches = cols.reshape(C, k, k, N, Ho, Wo)                    # (C*k*k, N*Ho*Wo) -> (C, k, k, N, Ho, Wo)
     # Accumulate channel-major, (C, N, ...): each add below then reads and writes whole
     # contiguous (N, Ho, Wo) blocks; one transposing copy at the end also drops the padding.
-    dx = np.empty((N, C, H, W), dtype=cols.dtype) if out is None else out
+    dx = memory.empty((N, C, H, W), cols.dtype) if out is None else out
     padded = _take(work, "col2im", (C, N, H + 2 * p, W + 2 * p), cols.dtype)
 
     def accumulate(n: slice) -> None:                             # images n
@@ -278,7 +279,7 @@ def col2im_batch_last(cols: np.ndarray, x_shape: tuple[int, int, int, int, int],
         raise RefsnnError(f"cols must have shape (C*k*k, T*Ho*Wo*B) = ({C * k * k}, {T * Ho * Wo * B}) for "
                           f"x_shape {tuple(x_shape)}, kernel {k}, stride {s}, padding {p}; got {cols.shape}")
     patches = cols.reshape(C, k, k, T, Ho, Wo, B)                 # (C*k*k, T*Ho*Wo*B) -> (C, k, k, T, Ho, Wo, B)
-    dx = np.empty((T, B, C, H, W), dtype=cols.dtype) if out is None else out
+    dx = memory.empty((T, B, C, H, W), cols.dtype) if out is None else out
     padded = _take(work, "col2im", (C, T, H + 2 * p, W + 2 * p, B), cols.dtype)
 
     def accumulate(c: slice) -> None:                             # channels c
@@ -360,7 +361,7 @@ def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: 
     T, B, C, H, W = x.shape
     O = weight.shape[0]
     w2d = weight.reshape(O, C * k * k)                            # (O, C, k, k) -> (O, C*k*k)
-    out = np.empty((T, B, O, Ho * Wo), dtype=np.result_type(x, weight))
+    out = memory.empty((T, B, O, Ho * Wo), np.result_type(x, weight))
     batch_last = Wo < BATCH_LAST_BELOW
     steps = _block_steps(x.shape, weight.shape, Ho, Wo, out.itemsize)
     work = Workspace()
@@ -401,7 +402,7 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_input_grad: bool 
     w2d_t = weight.reshape(O, C * k * k).T.astype(dtype, copy=False)
     dW = np.zeros((O, C * k * k), dtype=dtype)
     db = np.zeros(O, dtype=dtype)
-    dx = np.empty((T, B, C, H, W), dtype=dtype) if need_input_grad else None
+    dx = memory.empty((T, B, C, H, W), dtype) if need_input_grad else None
     steps = _block_steps(x.shape, weight.shape, Ho, Wo, np.dtype(dtype).itemsize)
     work = Workspace()
     for t0 in range(0, T, steps):
@@ -478,29 +479,81 @@ def _windows(x: np.ndarray, k: int, s: int) -> np.ndarray:
     return windows[:, :, :, ::s, ::s]                             # (T, B, C, Ho, Wo, k, k), floor mode
 
 
+def _window_sums(x: np.ndarray, k: int, s: int, scale: float, out: np.ndarray,
+                 column_sums: np.ndarray) -> None:
+    """out = scale * (the k x k window sums of x, stride s) over the last two axes (eq. P1 / P2).
+
+    x: (..., H, W) -> out: (..., Ho, Wo); column_sums: a (..., H, Wo) scratch array. The window
+    sum is separable: first the k columns of every window, then the k rows of those sums; 2k - 2
+    adds on strided views, each written in place, instead of k*k adds of (..., Ho, Wo) grids.
+    """
+    Ho, Wo = out.shape[-2:]
+    columns = [_window_slices(0, v, s, Ho, Wo)[1] for v in range(k)]
+    rows = [_window_slices(u, 0, s, Ho, Wo)[0] for u in range(k)]
+    np.copyto(column_sums, x[..., columns[0]])                   # (..., H, Wo)
+    for v in columns[1:]:
+        column_sums += x[..., v]                                  # element v of every window's rows
+    np.copyto(out, column_sums[..., rows[0], :])                  # (..., Ho, Wo)
+    for u in rows[1:]:
+        out += column_sums[..., u, :]                             # row u of every window
+    out *= scale
+
+
 def _scaled_pool_forward(x, kernel, stride, scale_of_k) -> tuple[np.ndarray, PoolCache]:
     k, s, Ho, Wo = _pool_geometry(x, kernel, stride)
     scale = scale_of_k(k)
-    # The window sum is separable: first the k columns of every window, (T, B, C, H, W) ->
-    # (T, B, C, H, Wo), then the k rows of those sums -> (T, B, C, Ho, Wo); 2k - 2 adds on
-    # strided views, each written in place, instead of k*k adds of (.., Ho, Wo) grids.
-    column_slices = [_window_slices(0, v, s, Ho, Wo)[1] for v in range(k)]
-    row_slices = [_window_slices(u, 0, s, Ho, Wo)[0] for u in range(k)]
     dtype = _float_dtype(x)
-    out = np.empty(x.shape[:3] + (Ho, Wo), dtype=dtype)
+    out = memory.empty(x.shape[:3] + (Ho, Wo), dtype)
 
     def window_sums(b: slice) -> None:                            # samples b
-        x_b, out_b = x[:, b], out[:, b]
-        column_sums = x_b[..., column_slices[0]].astype(dtype)    # (T, b, C, H, Wo), a copy
-        for columns in column_slices[1:]:
-            column_sums += x_b[..., columns]                      # element v of every window's rows
-        np.copyto(out_b, column_sums[..., row_slices[0], :])      # (T, b, C, Ho, Wo)
-        for rows in row_slices[1:]:
-            out_b += column_sums[..., rows, :]                    # row u of every window
-        out_b *= scale
+        x_b = x[:, b]
+        column_sums = memory.empty(x_b.shape[:-1] + (Wo,), dtype)  # (T, b, C, H, Wo)
+        _window_sums(x_b, k, s, scale, out[:, b], column_sums)
 
     for_each_chunk(window_sums, x.shape[1], x.size)
     return out, PoolCache(x_shape=x.shape, kernel=k, stride=s, scale=scale)
+
+
+class TiledPool(NamedTuple):
+    """Average (scale 1/k^2, eq. P1) or sum (scale w, eq. P2) pooling with stride k, the form the
+    LIF loops of lif.py fuse with the trace of eq. (2), one (B, C, H, W) step at a time.
+
+    Forward: ``forward_into`` is the window sum of ``_scaled_pool_forward`` (the same operations,
+    so the same bits). Backward: every pixel of the (H//k * k, W//k * k) corner gets scale times
+    its window's gradient (rows and columns beyond it, dropped by the floor mode, get 0); the
+    fused BPTT loop multiplies through ``tiles`` views instead of storing that spread gradient.
+    """
+
+    kernel: int
+    scale: float
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        k = self.kernel
+        return (*shape[:-2], shape[-2] // k, shape[-1] // k)
+
+    def column_sums_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (*shape[:-1], shape[-1] // self.kernel)
+
+    def forward_into(self, x: np.ndarray, out: np.ndarray, column_sums: np.ndarray) -> None:
+        """out = the pooled x: (..., H, W) -> (..., H//k, W//k)."""
+        _window_sums(x, self.kernel, self.kernel, self.scale, out, column_sums)
+
+    def tiles(self, x: np.ndarray) -> np.ndarray:
+        """The covered corner of x (..., H, W) as a view (..., Ho, k, Wo, k): [.., i, u, j, v] is
+        pixel (k i + u, k j + v) of window (i, j)."""
+        k = self.kernel
+        Ho, Wo = x.shape[-2] // k, x.shape[-1] // k
+        corner = x[..., :Ho * k, :Wo * k]
+        tiles = corner.view()
+        tiles.shape = (*x.shape[:-2], Ho, k, Wo, k)               # a view: raises rather than copy
+        return tiles
+
+    def zero_margins(self, x: np.ndarray) -> None:
+        """Set the rows and columns no window covers (floor mode) to 0."""
+        k = self.kernel
+        Ho, Wo = x.shape[-2] // k, x.shape[-1] // k
+        x[..., Ho * k:, :] = 0
+        x[..., :, Wo * k:] = 0
 
 
 def _scaled_pool_backward(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
@@ -513,8 +566,8 @@ def _scaled_pool_backward(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
         # windows tile the (Ho*k, Wo*k) corner: every pixel there receives scale * its window's
         # dout, written in one broadcasting multiply through a (.., Ho, k, Wo, k) view of it
         covered = Ho * k == H and Wo * k == W
-        dx = np.empty(cache.x_shape, dtype=dtype) if covered else \
-            np.zeros(cache.x_shape, dtype=dtype)                  # dropped rows/columns keep 0
+        dx = memory.empty(cache.x_shape, dtype) if covered else \
+            memory.zeros(cache.x_shape, dtype)                    # dropped rows/columns keep 0
         tiles = dx[..., :Ho * k, :Wo * k]
         tiles.shape = (T, B, C, Ho, k, Wo, k)                     # a view: raises rather than copy
 
@@ -592,7 +645,7 @@ def max_pool_backward(dout: np.ndarray, cache: MaxPoolCache) -> np.ndarray:
     k, s = cache.kernel, cache.stride
     Ho, Wo = conv_output_size(H, k, s), conv_output_size(W, k, s)
     _check_dout(dout, (T, B, C, Ho, Wo))
-    dx = np.zeros(cache.x_shape, dtype=_float_dtype(dout))       # dropped rows/columns keep 0
+    dx = memory.zeros(cache.x_shape, _float_dtype(dout))         # dropped rows/columns keep 0
     for u in range(k):
         for v in range(k):
             rows, columns = _window_slices(u, v, s, Ho, Wo)

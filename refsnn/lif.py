@@ -47,7 +47,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import memory
 from .errors import check_choice
+from .conv import TiledPool
 from .parallel import for_each_chunk
 from .surrogates import Surrogate
 
@@ -91,12 +93,12 @@ def trace_forward(S: np.ndarray, tau: float) -> np.ndarray:
     if S.ndim == 1:
         return trace_forward(S[:, None], tau)[:, 0]        # (T,) -> (T, 1) -> (T,)
     decay = 1.0 - 1.0 / tau
-    f = np.empty_like(S, dtype=np.result_type(S.dtype, np.float32))
+    f = memory.empty_like(S, np.result_type(S.dtype, np.float32))
 
     def steps(b: slice) -> None:                        # all t for the samples b
         S_b, f_b = S[:, b], f[:, b]
         np.multiply(S_b[0], 1.0 / tau, out=f_b[0])
-        S_scaled = np.empty_like(f_b[0])                # S_t / tau, one buffer for all t
+        S_scaled = memory.empty_like(f_b[0])            # S_t / tau, one buffer for all t
         for t in range(1, S.shape[0]):
             np.multiply(f_b[t - 1], decay, out=f_b[t])
             np.divide(S_b[t], tau, out=S_scaled)
@@ -115,7 +117,7 @@ def trace_backward(df: np.ndarray, tau: float) -> np.ndarray:
     if df.ndim == 1:
         return trace_backward(df[:, None], tau)[:, 0]      # (T,) -> (T, 1) -> (T,)
     decay = 1.0 - 1.0 / tau
-    df_total = np.empty_like(df, dtype=np.result_type(df.dtype, np.float32))     # total dL/df_t, carried backwards
+    df_total = memory.empty_like(df, np.result_type(df.dtype, np.float32))     # total dL/df_t, carried backwards
 
     def steps(b: slice) -> None:                        # all t for the samples b
         df_b, total_b = df[:, b], df_total[:, b]
@@ -136,43 +138,75 @@ def _over_batch(steps, array: np.ndarray) -> None:
 
 
 def lif_forward(current: np.ndarray, params: NeuronParams, surrogate: Surrogate,
-                forward: str = "hard") -> tuple[np.ndarray, LIFCache]:
-    """Run eq. (1) and (3) over all steps.
+                forward: str = "hard", trace_tau: float | None = None,
+                pool: TiledPool | None = None) -> tuple[np.ndarray, LIFCache]:
+    """Run eq. (1) and (3) over all steps; for a hidden layer, eq. (2) and pooling in the same loop.
 
     current: (T, B, ...) the input current I_t = W a_in_t + b of every step.
-    Returns S: (T, B, ...) (float, current's dtype) and the cache for ``lif_backward``.
+    Returns S: (T, B, ...) (float, current's dtype) and the cache for ``lif_backward``; with
+    ``trace_tau``, the trace a: (T, B, ...) of eq. (2) instead of S (``trace_forward(S, trace_tau)``
+    bit for bit, without storing S as floats); with ``pool`` too (average or sum pooling whose
+    windows tile the input, conv.TiledPool), the pooled trace (T, B, C, H//k, W//k) (bit for bit
+    ``pool.forward(trace_forward(S, trace_tau))``): a_t then lives for one step only.
     Only elementwise work on one (B, ...) step sits in the loop, written in place (``out=``).
     """
     check_choice("forward", forward, FORWARDS)
+    if pool is not None and trace_tau is None:
+        raise ValueError("pool needs trace_tau: pooling acts on the trace a_t of eq. (2)")
     beta = 1.0 - 1.0 / params.tau_m
     theta = params.theta
     hard = forward == "hard"
-    U = np.empty_like(current)                          # float64 (or float32 when asked)
-    S = np.empty_like(current)
+    T = current.shape[0]
+    U = memory.empty_like(current)                      # float64 (or float32 when asked)
     # hard: H(U_t - theta) is U_t > theta exactly (U - theta rounds to 0 only when U == theta),
-    # so the spikes are computed as booleans, kept as such, and cast into S for the consumer
-    spiked = np.empty(current.shape, dtype=bool) if hard else None
+    # so the spikes are computed as booleans and kept as such (cast to 0.0 / 1.0 where S is returned)
+    spiked = memory.empty(current.shape, bool) if hard else None
+    S = memory.empty_like(current) if not hard or trace_tau is None else None
+    if trace_tau is None:
+        out = S
+    elif pool is None:
+        out = memory.empty_like(current)                # a, (T, B, ...)
+    else:
+        out = memory.empty(pool.output_shape(current.shape), current.dtype)   # pooled a, (T, B, C, H//k, W//k)
 
     def steps(b: slice) -> None:                        # all t for the samples b
-        I_b, U_b, S_b = current[:, b], U[:, b], S[:, b]
-        keep = np.empty_like(U_b[0])                    # beta * (1 - S_{t-1}), reused
-        for t in range(current.shape[0]):
+        I_b, U_b = current[:, b], U[:, b]
+        spikes = spiked[:, b] if hard else S[:, b]      # S_t as bool (hard) or relaxed floats (smooth)
+        keep = memory.empty_like(U_b[0])                # beta * (1 - S_{t-1}), reused
+        if trace_tau is not None:
+            decay = 1.0 - 1.0 / trace_tau
+            scaled = memory.empty_like(U_b[0])          # S_t / tau
+            if pool is not None:                        # a_{t-1}, a_t: two buffers, swapped each step
+                traces = [memory.empty_like(U_b[0]), memory.empty_like(U_b[0])]
+                column_sums = memory.empty(pool.column_sums_shape(U_b[0].shape), U.dtype)
+        for t in range(T):
             if t == 0:
                 U_b[0] = I_b[0]                         # eq. (1) with U_0 = S_0 = 0
             else:
-                np.subtract(1.0, S_b[t - 1], out=keep)
+                np.subtract(1.0, spikes[t - 1], out=keep, dtype=keep.dtype)
                 keep *= beta
                 np.multiply(U_b[t - 1], keep, out=U_b[t])   # eq. (1): leak and reset
                 U_b[t] += I_b[t]                        # eq. (1): input current
             if hard:
-                spiked_b = spiked[t, b]
-                np.greater(U_b[t], theta, out=spiked_b)     # eq. (3), strict: U_t == theta does not spike
-                np.copyto(S_b[t], spiked_b)             # bool -> 0.0 / 1.0
+                np.greater(U_b[t], theta, out=spikes[t])    # eq. (3), strict: U_t == theta does not spike
+                if trace_tau is None:
+                    np.copyto(S[t, b], spikes[t])       # bool -> 0.0 / 1.0
             else:
-                S_b[t] = surrogate.relaxed(U_b[t] - theta)  # eq. (3), smooth forward
+                spikes[t] = surrogate.relaxed(U_b[t] - theta)   # eq. (3), smooth forward
+            if trace_tau is None:
+                continue
+            a_t = out[t, b] if pool is None else traces[t % 2]
+            if t == 0:                                  # eq. (2), a_0 = 0
+                np.multiply(spikes[0], 1.0 / trace_tau, out=a_t, dtype=a_t.dtype)
+            else:                                       # eq. (2): a_t = (1 - 1/tau) a_{t-1} + S_t / tau
+                np.multiply(out[t - 1, b] if pool is None else traces[(t - 1) % 2], decay, out=a_t)
+                np.divide(spikes[t], trace_tau, out=scaled, dtype=scaled.dtype)
+                a_t += scaled
+            if pool is not None:
+                pool.forward_into(a_t, out[t, b], column_sums)   # eq. (P1) / (P2) of conv.py
 
     _over_batch(steps, current)
-    return S, LIFCache(U=U, S=spiked if hard else S, beta=beta, theta=theta, surrogate=surrogate)
+    return out, LIFCache(U=U, S=spiked if hard else S, beta=beta, theta=theta, surrogate=surrogate)
 
 
 def lif_backward(dL_dS: np.ndarray, cache: LIFCache, reset_grad: str = "full",
@@ -193,19 +227,24 @@ def lif_backward(dL_dS: np.ndarray, cache: LIFCache, reset_grad: str = "full",
 
 
 def trace_lif_backward(dL_da: np.ndarray, cache: LIFCache, tau_s: float,
-                       reset_grad: str = "full") -> np.ndarray:
+                       reset_grad: str = "full", pool: TiledPool | None = None) -> np.ndarray:
     """``lif_backward(trace_backward(dL_da, tau_s), cache, reset_grad)`` in one loop over t.
 
     dL_da: (T, B, ...) the gradient reaching this layer's trace a_t (eq. 2) from the layer above.
     Both recurrences run backwards in time, so eq. (2) backwards is applied step by step inside
     the BPTT loop: dL/dS_t is never stored, and the result is bit for bit the same as the two
-    calls (the same operations in the same order on every element).
+    calls (the same operations in the same order on every element). With ``pool`` (the layer's
+    trace was pooled in ``lif_forward``), dL_da is the gradient of the pooled trace
+    (T, B, C, H//k, W//k) and the pooling adjoint runs in the loop too: bit for bit
+    ``trace_lif_backward(avg_pool_backward(dL_da, ...), ...)`` (or sum pooling's), while eq. (2)
+    backwards runs on the k*k times smaller pooled grid.
     """
     check_choice("reset_grad", reset_grad, RESET_GRADS)
-    return _bptt(dL_da, cache, reset_grad, trace_tau=float(tau_s))
+    return _bptt(dL_da, cache, reset_grad, trace_tau=float(tau_s), pool=pool)
 
 
-def _bptt(upstream: np.ndarray, cache: LIFCache, reset_grad: str, trace_tau: float | None) -> np.ndarray:
+def _bptt(upstream: np.ndarray, cache: LIFCache, reset_grad: str, trace_tau: float | None,
+          pool: TiledPool | None = None) -> np.ndarray:
     """eq. (7)-(8) written as one update per step (the fast path of lif_backward):
 
         dL/dU_t = dL/dS_t sigma'_t + beta dL/dU_{t+1} [(1 - S_t) - U_t sigma'_t]     ("full")
@@ -214,36 +253,51 @@ def _bptt(upstream: np.ndarray, cache: LIFCache, reset_grad: str, trace_tau: flo
 
     the sum (7s) + (7l) + (8) with beta dL/dU_{t+1} factored out (``_bptt_parts`` keeps the three
     terms apart). With ``trace_tau``, upstream is dL/da_t and dL/dS_t comes from eq. (2) backwards
-    as in ``trace_backward``: g_t = dL/da_t + (1 - 1/tau) g_{t+1}, dL/dS_t = g_t / tau.
+    as in ``trace_backward``: g_t = dL/da_t + (1 - 1/tau) g_{t+1}, dL/dS_t = g_t / tau. With
+    ``pool`` as well, upstream is dL/d(pooled a_t): the pooling adjoint (conv.py, P1/P2 backwards)
+    gives every covered pixel scale * its window's value and the rest 0; as it only replicates,
+    g_t and dL/dS_t are computed once per window and replicated in the spatial product.
     """
     U, S, beta, theta = cache.U, cache.S, cache.beta, cache.theta
     T = U.shape[0]
-    dL_dU = np.empty(U.shape, dtype=np.result_type(upstream.dtype, U.dtype))
+    dL_dU = memory.empty(U.shape, np.result_type(upstream.dtype, U.dtype))
     hard = S.dtype == bool
 
     def steps(b: slice) -> None:                        # all t, backwards, for the samples b
         U_b, S_b, up_b, dU_b = U[:, b], S[:, b], upstream[:, b], dL_dU[:, b]
-        term = np.empty_like(dU_b[0])                   # beta dL/dU_{t+1} [...] of step t
-        silent = np.empty(S_b.shape[1:], dtype=bool) if hard else np.empty_like(dU_b[0])   # 1 - S_t
-        sigma_prime = np.empty_like(U_b[0])             # sigma'_t, computed in place each step
-        scratch = np.empty_like(U_b[0])                 # the surrogate's second buffer
+        term = memory.empty_like(dU_b[0])               # beta dL/dU_{t+1} [...] of step t
+        silent = memory.empty(S_b.shape[1:], bool) if hard else memory.empty_like(dU_b[0])   # 1 - S_t
+        sigma_prime = memory.empty_like(U_b[0])         # sigma'_t, computed in place each step
+        scratch = memory.empty_like(U_b[0])             # the surrogate's second buffer
         if trace_tau is not None:
             decay, inv_tau = 1.0 - 1.0 / trace_tau, 1.0 / trace_tau
-            g = np.empty_like(dU_b[0])                  # g_t, the total dL/da_t (eq. 2 backwards)
-            dS = np.empty_like(dU_b[0])                 # dL/dS_t = g_t / tau
+            g = memory.empty(up_b.shape[1:], dU_b.dtype)    # g_t, the total dL/da_t (eq. 2 backwards)
+            dS = memory.empty_like(g)                       # dL/dS_t = g_t / tau
+        if pool is not None:
+            da = memory.empty_like(g)                       # scale * dL/d(pooled a_t): dL/da_t of a window
+            sigma_tiles = pool.tiles(sigma_prime)           # (b, C, Ho, k, Wo, k) view
+            dS_tiles = dS[..., :, None, :, None]            # (b, C, Ho, 1, Wo, 1): the same dL/dS_t for a window
         for t in range(T - 1, -1, -1):
             np.subtract(U_b[t], theta, out=sigma_prime)
             cache.surrogate.grad_inplace(sigma_prime, scratch)     # eq. (10)
             if trace_tau is None:
                 dS = up_b[t]
             else:                                                   # eq. (2) backwards
+                if pool is None:
+                    da = up_b[t]
+                else:                                               # pooling adjoint (P1 / P2)
+                    np.multiply(up_b[t], pool.scale, out=da)
                 if t == T - 1:
-                    np.copyto(g, up_b[t])
+                    np.copyto(g, da)
                 else:
                     g *= decay
-                    g += up_b[t]
+                    g += da
                 np.multiply(g, inv_tau, out=dS)
-            np.multiply(dS, sigma_prime, out=dU_b[t])              # eq. (7), spatial term
+            if pool is None:
+                np.multiply(dS, sigma_prime, out=dU_b[t])          # eq. (7), spatial term
+            else:                                                   # the same, for every pixel of a window
+                np.multiply(dS_tiles, sigma_tiles, out=pool.tiles(dU_b[t]))
+                pool.zero_margins(dU_b[t])                          # pixels no window covers: dL/dS_t = 0
             if t == T - 1:                                          # dL/dU_{T+1} = 0
                 continue
             if reset_grad == "ignored":                             # dU_{t+1}/dU_t = beta

@@ -327,16 +327,39 @@ POOL_FORWARD = {"avg": lambda a, layer: conv.avg_pool_forward(a, layer.size),
 POOL_BACKWARD = {"avg": conv.avg_pool_backward, "sum": conv.sum_pool_backward, "max": conv.max_pool_backward}
 
 
+def fused_pool(spec: Spec, position: int) -> conv.TiledPool | None:
+    """The pooling that the LIF loop of weighted layer ``position`` runs on its trace, if any:
+    an average or sum pooling right after a hidden weighted layer (max pooling runs on its own)."""
+    if not 0 <= position < len(spec.layers) - 1 or isinstance(spec.layers[position], Pool):
+        return None
+    layer = spec.layers[position + 1]
+    if not isinstance(layer, Pool) or layer.kind == "max":
+        return None
+    scale = 1.0 / (layer.size * layer.size) if layer.kind == "avg" else layer.weight
+    return conv.TiledPool(kernel=layer.size, scale=scale)
+
+
 def network_forward(spec: Spec, params: Mapping[str, np.ndarray], x: np.ndarray,
                     target: np.ndarray) -> tuple[float, np.ndarray, NetworkCache]:
-    """Forward through all layers and the loss. Returns (loss, output spikes (T, B, n_out), cache)."""
+    """Forward through all layers and the loss. Returns (loss, output spikes (T, B, n_out), cache).
+
+    A hidden layer's LIF loop also runs eq. (2) and, when an average or sum pooling follows, the
+    pooling (lif_forward with trace_tau and pool): the trace a_t of that layer is never stored.
+    """
     T, B = x.shape[:2]
     a = trace_forward(x, spec.neuron.tau_s) if spec.input_trace else x   # eq. (2) on the input if asked
     caches: list[Union[WeightedCache, PoolLayerCache]] = []
     n_weighted, i = len(spec.weighted), 0
-    for layer in spec.layers:
+    pooled_below = False                                # the pooling was run in the LIF loop below
+    for position, layer in enumerate(spec.layers):
         if isinstance(layer, Pool):
-            a, pool_cache = POOL_FORWARD[layer.kind](a, layer)          # (T, B, C, H, W) -> (T, B, C, H/p, W/p)
+            if pooled_below:                            # a is already pooled: keep its geometry for the backward
+                scale = 1.0 / (layer.size * layer.size) if layer.kind == "avg" else layer.weight
+                pool_cache = conv.PoolCache(x_shape=caches[-1].lif.U.shape, kernel=layer.size,
+                                            stride=layer.size, scale=scale)
+                pooled_below = False
+            else:
+                a, pool_cache = POOL_FORWARD[layer.kind](a, layer)      # (T, B, C, H, W) -> (T, B, C, H/p, W/p)
             caches.append(PoolLayerCache(pool_cache, layer.kind))
             continue
         weight, bias = params[f"layers.{i}.weight"], params[f"layers.{i}.bias"]
@@ -345,35 +368,47 @@ def network_forward(spec: Spec, params: Mapping[str, np.ndarray], x: np.ndarray,
             current, op_cache = dense_forward(a.reshape(T, B, -1), weight, bias)  # (T, B, ...) -> (T, B, n_in)
         else:
             current, op_cache = conv.conv2d_forward(a, weight, bias, layer.stride, layer.padding)
-        S, lif_cache = lif_forward(current, spec.neuron, spec.surrogate, spec.forward)  # eq. (1), (3)
-        caches.append(WeightedCache(op_cache, lif_cache, in_shape))
         i += 1
-        if i < n_weighted:
-            a = trace_forward(S, spec.neuron.tau_s)     # eq. (2): the next layer reads a
+        if i < n_weighted:                              # eq. (1), (3), (2) [and pooling]: the next layer reads a
+            pool = fused_pool(spec, position)
+            a, lif_cache = lif_forward(current, spec.neuron, spec.surrogate, spec.forward,
+                                       trace_tau=spec.neuron.tau_s, pool=pool)
+            pooled_below = pool is not None
+        else:                                           # eq. (1), (3): the loss reads S
+            S, lif_cache = lif_forward(current, spec.neuron, spec.surrogate, spec.forward)
+        caches.append(WeightedCache(op_cache, lif_cache, in_shape))
     loss, loss_cache = spec.loss.forward(S, target)
     return loss, S, NetworkCache(tuple(caches), loss_cache)
 
 
 def network_backward(spec: Spec, cache: NetworkCache, adjoints: bool = False) -> dict[str, np.ndarray]:
-    """BPTT through the whole network: returns grad/... keys and, with ``adjoints``, the adjoints."""
+    """BPTT through the whole network: returns grad/... keys and, with ``adjoints``, the adjoints.
+
+    An average or sum pooling on a hidden layer's trace is undone inside that layer's BPTT loop
+    (trace_lif_backward with pool), except with ``adjoints``, which reports dL/dS_t in full.
+    """
     out: dict[str, np.ndarray] = {}
     dL_dS = spec.loss.backward(cache.loss)              # dL/dS of the output layer (spatial)
     if adjoints and spec.loss.name == "van_rossum":
         out["output_error"] = cache.loss.error
     dL_da = None                                        # dL/da of the trace the layer above read
+    pool = None                                         # a pooling left to the BPTT loop below
     i = len(spec.weighted)
     for position in range(len(spec.layers) - 1, -1, -1):
         layer_cache = cache.layers[position]
         if isinstance(layer_cache, PoolLayerCache):
             if dL_da is None:                           # pooling of the network input: not needed
                 continue
-            dL_da = POOL_BACKWARD[layer_cache.kind](dL_da, layer_cache.op)   # pooling adjoint
+            pool = None if adjoints else fused_pool(spec, position - 1)
+            if pool is None:
+                dL_da = POOL_BACKWARD[layer_cache.kind](dL_da, layer_cache.op)   # pooling adjoint
             continue
         i -= 1
-        if dL_da is not None:
+        if dL_da is not None and pool is None:
             dL_da = dL_da.reshape(layer_cache.lif.U.shape)
-        if dL_da is not None and not adjoints:          # eq. (2) backwards and (7)-(8), in one loop over t
-            dL_dU = trace_lif_backward(dL_da, layer_cache.lif, spec.neuron.tau_s, spec.reset_grad)
+        if dL_da is not None and not adjoints:          # [pooling,] eq. (2) backwards and (7)-(8), in one loop over t
+            dL_dU = trace_lif_backward(dL_da, layer_cache.lif, spec.neuron.tau_s, spec.reset_grad, pool=pool)
+            pool = None
         else:
             if dL_da is not None:
                 dL_dS = trace_backward(dL_da, spec.neuron.tau_s)                            # eq. (2) backwards

@@ -40,6 +40,7 @@ def test_benchmark_quick_writes_the_documented_json(tmp_path):
         memory = result["memory"]
         assert memory["refsnn"]["kept_between_forward_and_backward"] > 0
         assert memory["refsnn"]["tracemalloc_peak_forward_backward"] >= memory["refsnn"]["kept_between_forward_and_backward"]
+        assert memory["refsnn"]["pool_held_after_a_step"] > 0
         assert set(memory["torch_saved_tensors_bytes"]) == {"per_step", "multi_step"}
         if result["dtype"] == "float64":         # torch computes the same gradients as refsnn
             assert max(result["agreement_max_rel_error"].values()) < 1e-10

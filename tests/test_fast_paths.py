@@ -6,7 +6,10 @@
   whatever the blocking over time steps (``BLOCK_BYTES``): the output bit for bit, dW and db
   (sums over the blocks) to rounding, dx bit for bit;
 - the threads of refsnn/parallel.py change nothing, bit for bit: refsnn.grad with 1 thread and
-  with 3 (chunks forced down to single samples) returns identical arrays.
+  with 3 (chunks forced down to single samples) returns identical arrays;
+- the fused LIF loops (eq. 2 and average / sum pooling inside ``lif_forward`` and
+  ``trace_lif_backward``) are bit for bit the separate functions, and whole-network gradients
+  are the same with them (adjoints=False) and without them (adjoints=True).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from hypothesis import given, settings, strategies as st
 
 import refsnn
 from refsnn import conv, parallel
+from refsnn.lif import NeuronParams, lif_forward, trace_forward, trace_lif_backward
+from refsnn.surrogates import make_surrogate
 
 
 @st.composite
@@ -88,9 +93,55 @@ def test_conv_blocks_of_time_steps_agree(monkeypatch, rng, batch_last, padding, 
         np.testing.assert_array_equal(dx, results["one"][3])
 
 
+@settings(max_examples=60, deadline=None)
+@given(T=st.integers(1, 4), B=st.integers(1, 3), C=st.integers(1, 3), H=st.integers(2, 7), W=st.integers(2, 7),
+       k=st.integers(1, 3), kind=st.sampled_from(["avg", "sum"]), forward=st.sampled_from(["hard", "smooth"]),
+       reset_grad=st.sampled_from(["full", "detached", "ignored"]), dtype=st.sampled_from(["float64", "float32"]),
+       tau_s=st.sampled_from([1.0, 2.0, 3.7]), seed=st.integers(0, 2**32 - 1))
+def test_fused_trace_and_pooling_are_the_separate_functions(T, B, C, H, W, k, kind, forward, reset_grad, dtype,
+                                                            tau_s, seed):
+    k = min(k, H, W)
+    rng = np.random.default_rng(seed)
+    current = rng.normal(0.8, 1.0, size=(T, B, C, H, W)).astype(dtype)
+    neuron, surrogate = NeuronParams(4.0, tau_s, 1.0), make_surrogate({"name": "sigmoid", "T": 0.4})
+    pool = conv.TiledPool(kernel=k, scale=1.0 / (k * k) if kind == "avg" else 1.1)
+    pool_forward = conv.avg_pool_forward if kind == "avg" else lambda a, k: conv.sum_pool_forward(a, k, 1.1)
+    S, cache = lif_forward(current, neuron, surrogate, forward)
+    a, cache_a = lif_forward(current, neuron, surrogate, forward, trace_tau=tau_s)
+    pooled, cache_p = lif_forward(current, neuron, surrogate, forward, trace_tau=tau_s, pool=pool)
+    reference, pool_cache = pool_forward(trace_forward(S, tau_s), k)
+    np.testing.assert_array_equal(a, trace_forward(S, tau_s))
+    np.testing.assert_array_equal(pooled, reference)
+    assert pooled.dtype == np.dtype(dtype)
+    for other in (cache_a, cache_p):
+        np.testing.assert_array_equal(other.U, cache.U)
+        np.testing.assert_array_equal(other.S, cache.S)
+    dpooled = rng.standard_normal(pooled.shape).astype(dtype)
+    unfused = trace_lif_backward(conv.avg_pool_backward(dpooled, pool_cache), cache, tau_s, reset_grad)
+    np.testing.assert_array_equal(trace_lif_backward(dpooled, cache_p, tau_s, reset_grad, pool=pool), unfused)
+
+
+@pytest.mark.parametrize("architecture, pooling", [("3C3-P2-4C2-5", "avg"), ("3C2-P3-5", "sum"),
+                                                   ("3C3-P2-4C2-P2-5", "avg"), ("P2-3C2-P2-5", "sum")])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_network_gradients_are_the_same_fused_or_not(rng, architecture, pooling, dtype):
+    # adjoints=True runs pooling, eq. (2) backwards and eq. (7)-(8) as separate functions
+    spec = {"input_shape": [2, 11, 11], "architecture": architecture, "n_out": 3, "pooling": pooling,
+            "neuron": {"tau_m": 4.0, "tau_s": 2.0, "theta": 0.3}, "dtype": dtype, "loss": {"name": "rate_ce"}}
+    x = (rng.random((5, 4, 2, 11, 11)) < 0.5).astype(dtype)
+    labels = rng.integers(0, 3, size=4)
+    params = {k: 3 * v for k, v in refsnn.init_params(refsnn.parse_spec(spec), 5).items()}
+    fused = refsnn.grad(spec, x, labels, params)
+    separate = refsnn.grad(spec, x, labels, params, adjoints=True)
+    assert separate["S/0"].any() and np.abs(fused["grad/layers.0.weight"]).max() > 0
+    for key, value in fused.items():
+        np.testing.assert_array_equal(separate[key], value, err_msg=key)
+
+
+@pytest.mark.parametrize("adjoints", [False, True])
 @pytest.mark.parametrize("forward", ["hard", "smooth"])
 @pytest.mark.parametrize("pooling", ["avg", "sum", "max"])
-def test_threads_change_nothing(monkeypatch, rng, pooling, forward):
+def test_threads_change_nothing(monkeypatch, rng, pooling, forward, adjoints):
     spec = {"input_shape": [2, 9, 9], "architecture": "3C3-P2-4C2-5", "n_out": 3, "pooling": pooling,
             "forward": forward, "neuron": {"tau_m": 4.0, "tau_s": 2.0, "theta": 0.3},
             "loss": {"name": "rate_ce"}}
@@ -101,8 +152,8 @@ def test_threads_change_nothing(monkeypatch, rng, pooling, forward):
     for threads in ("1", "3"):
         monkeypatch.setenv("REFSNN_NUM_THREADS", threads)
         monkeypatch.setattr(parallel, "MIN_CHUNK_ELEMENTS", 1)     # split even these tiny arrays
-        results[threads] = refsnn.grad(spec, x, labels, params, adjoints=True)
-    assert results["1"]["S/0"].any()
+        results[threads] = refsnn.grad(spec, x, labels, params, adjoints=adjoints)
+    assert not adjoints or results["1"]["S/0"].any()
     for key, value in results["1"].items():
         np.testing.assert_array_equal(results["3"][key], value, err_msg=key)
 

@@ -51,6 +51,7 @@ from typing import Any, Callable
 import numpy as np
 
 import refsnn
+from refsnn import memory
 from refsnn.network import Conv, Dense, Pool, check_params, network_backward, network_forward, parse_spec
 
 NETWORKS = {"nmnist": {"T": 5, "B": 16}, "mnist": {"T": 30, "B": 16}, "cifar10": {"T": 5, "B": 8}}
@@ -332,16 +333,22 @@ def kept_bytes_formula(spec, T: int, B: int) -> int:
 
 
 def refsnn_memory(spec, params, x, labels) -> dict[str, int]:
-    """Bytes kept between forward and backward, and the tracemalloc peak of forward + backward."""
+    """Bytes kept between forward and backward, the tracemalloc peak of forward + backward (every
+    array fresh: the pool of refsnn/memory.py off, which tracemalloc would not see reused), and
+    the bytes the pool holds after a step with it on (its buffers, in use or free)."""
     gc.collect()
-    tracemalloc.start()
-    _, _, cache = network_forward(spec, params, x, labels)
-    kept = cache_bytes(cache)
-    network_backward(spec, cache)
-    del cache
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    with memory.disabled():
+        tracemalloc.start()
+        _, _, cache = network_forward(spec, params, x, labels)
+        kept = cache_bytes(cache)
+        network_backward(spec, cache)
+        del cache
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    memory.clear()
+    network_backward(spec, network_forward(spec, params, x, labels)[2])
     return {"kept_between_forward_and_backward": kept, "tracemalloc_peak_forward_backward": peak,
+            "pool_held_after_a_step": memory.POOL.held_bytes(),
             "kept_formula": kept_bytes_formula(spec, x.shape[0], x.shape[1])}
 
 
