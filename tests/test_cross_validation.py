@@ -57,21 +57,24 @@ FRAMEWORKS = (("snnTorch", snntorch_adapter.configure),
               ("Norse", lambda spec: norse_adapter.configure(spec, synapse="trace")))
 
 
-def surrogate_floors(spec, x, ours):
+def surrogate_floors(spec, x, ours, params):
     """The scale a framework's parameter gradients are judged against, at least.
 
     Frameworks write the surrogate their own way (Norse: from sigma(z) (1 - sigma(z))), which in
-    the far tail, where sigma' is ~1e-11 of its peak, keeps only ~1e-5 of its relative accuracy:
-    a gradient made only of such tails is then exact relative to the size its terms would have
-    near threshold, max |dL/dS| * max sigma' * max |input|, not to its own tiny maximum.
+    the far tail, where sigma' is ~1e-11 of its peak, keeps only ~1e-5 of its relative accuracy
+    (and is 0 where 1 - sigma(z) rounds to 0): a gradient made only of such tails is then exact
+    relative to the size its terms would have near threshold, not to its own tiny maximum. That
+    size is carried down from the output layer: layer i's dL/dS is at least as large in its terms
+    as the layer above's, max |dL/dS| * max sigma', times the largest column sum of |W| above.
     """
     surrogate = refsnn.make_surrogate(spec["surrogate"])
     peak = float(np.max(surrogate.grad(np.linspace(-3.0, 3.0, 6001))))
-    floors = {}
-    for i in range(len(refsnn.parse_spec(spec).layers)):
-        size = float(np.max(np.abs(ours[f"dL_dS/{i}"]))) * peak
+    floors, carried = {}, 0.0
+    for i in range(len(refsnn.parse_spec(spec).layers) - 1, -1, -1):
+        size = max(float(np.max(np.abs(ours[f"dL_dS/{i}"]))), carried) * peak
         floors[f"grad/layers.{i}.weight"] = size * (max(1.0, float(np.max(np.abs(x)))) if i == 0 else 1.0)
         floors[f"grad/layers.{i}.bias"] = size
+        carried = size * float(np.max(np.sum(np.abs(params[f"layers.{i}.weight"]), axis=0)))
     return floors
 
 
@@ -279,4 +282,4 @@ def test_all_backends_agree_property(case):
             for key in spike_keys(spec):
                 np.testing.assert_array_equal(ours[key], theirs[key], err_msg=f"{framework}: {context}")
         assert_agree(ours, theirs, grad_keys(spec) + spike_keys(spec), RTOL[framework],
-                     f"{framework} ({setup.call}): {context}", floors=surrogate_floors(spec, x, ours))
+                     f"{framework} ({setup.call}): {context}", floors=surrogate_floors(spec, x, ours, params))
