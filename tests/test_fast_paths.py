@@ -14,6 +14,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -175,3 +180,15 @@ def test_an_error_in_a_chunk_is_raised(monkeypatch):
 
     with pytest.raises(ValueError, match="chunk failed"):
         parallel.for_each_chunk(work, 4, 10 * parallel.MIN_CHUNK_ELEMENTS)
+
+
+@pytest.mark.parametrize("code, env, expected", [
+    ("import refsnn", {}, "4"),                                   # set before numpy loads OpenBLAS
+    ("import refsnn", {"OPENBLAS_THREAD_TIMEOUT": "20"}, "20"),   # the user's value is kept
+    ("import numpy, refsnn", {}, None)])                          # too late: left alone
+def test_openblas_thread_timeout_is_set_only_when_it_can_work(code, env, expected):
+    environment = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"} | env
+    done = subprocess.run([sys.executable, "-c", f"{code}; import json, os; "
+                           "print(json.dumps(os.environ.get('OPENBLAS_THREAD_TIMEOUT')))"],
+                          capture_output=True, text=True, env=environment, check=True)
+    assert json.loads(done.stdout) == expected

@@ -48,9 +48,9 @@ import time
 import tracemalloc
 from typing import Any, Callable
 
-import numpy as np
+import refsnn  # before numpy: refsnn/__init__.py sets OpenBLAS's idle-thread timeout, read when numpy loads
+import numpy as np  # noqa: E402,I001
 
-import refsnn
 from refsnn import memory
 from refsnn.network import Conv, Dense, Pool, check_params, network_backward, network_forward, parse_spec
 
@@ -473,6 +473,7 @@ def machine_info() -> dict[str, Any]:
     return {"nproc": os.cpu_count(), "usable_cores": numpy_threads(), "cpu": cpu,
             "python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
             "blas": blas, "torch_threads": torch.get_num_threads(),
+            "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT", "default (2^28 cycles)"),
             "loadavg_start": list(os.getloadavg())}
 
 
