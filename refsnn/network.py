@@ -38,11 +38,11 @@ from typing import Any, Mapping, NamedTuple, Union
 import numpy as np
 
 from . import conv
-from .errors import RefsnnError, SpecError, check_array, check_choice, check_number
+from .errors import SpecError, check_array, check_choice, check_number
 from .layers import dense_backward, dense_forward
 from .lif import (FORWARDS, RESET_GRADS, LIFCache, NeuronParams, lif_backward, lif_forward,
                   trace_backward, trace_forward, trace_lif_backward)
-from .losses import LOSSES, Loss, make_loss
+from .losses import Loss, make_loss
 from .surrogates import Surrogate, make_surrogate
 
 SPEC_KEYS = ("preset", "input_shape", "architecture", "n_out", "padding", "stride", "pooling",

@@ -25,10 +25,8 @@ model's equations: this module only drives them.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path

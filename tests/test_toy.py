@@ -5,7 +5,6 @@ Fast by construction: the end-to-end CLI test runs ``--quick``; the others use a
 """
 
 import json
-import os
 import sys
 
 import numpy as np
@@ -14,7 +13,7 @@ import pytest
 import refsnn
 from refsnn import sweep, toy
 from refsnn.cli import main
-from refsnn.network import network_backward, network_forward, parse_spec
+from refsnn.network import network_backward, network_forward
 
 from conftest import require
 

@@ -52,7 +52,7 @@ import refsnn  # before numpy: refsnn/__init__.py sets OpenBLAS's idle-thread ti
 import numpy as np  # noqa: E402,I001
 
 from refsnn import memory
-from refsnn.network import Conv, Dense, Pool, check_params, network_backward, network_forward, parse_spec
+from refsnn.network import Conv, Pool, check_params, network_backward, network_forward, parse_spec
 
 NETWORKS = {"nmnist": {"T": 5, "B": 16}, "mnist": {"T": 30, "B": 16}, "cifar10": {"T": 5, "B": 8}}
 QUICK_NETWORKS = {"nmnist": {"T": 2, "B": 2}, "mnist": {"T": 3, "B": 2}, "cifar10": {"T": 2, "B": 1}}
