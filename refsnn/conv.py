@@ -349,6 +349,19 @@ def _columns(x_block: np.ndarray, k: int, s: int, p: int, batch_last: bool, work
     return im2col(x_block.reshape(t * B, C, H, W), k, s, p, work)  # (t, B, C, H, W) -> (t*B, C, H, W) -> (C*k*k, t*B*Ho*Wo)
 
 
+def _transpose_into(out: np.ndarray, a: np.ndarray, bias: np.ndarray | None = None) -> None:
+    """out = a (+ bias): a and out are (t, B, ...) views of different memory layouts (the
+    transpositions around the products), copied in parallel threads over the batch axis."""
+
+    def copy(samples: slice) -> None:
+        if bias is None:
+            np.copyto(out[:, samples], a[:, samples])
+        else:
+            np.add(a[:, samples], bias, out=out[:, samples])
+
+    for_each_chunk(copy, a.shape[1], a.size)
+
+
 def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int = 1,
                    padding: int = 0) -> tuple[np.ndarray, Conv2dCache]:
     """eq. (C1) for all T steps and B samples: eq. (C2), one matrix product per block of steps.
@@ -374,7 +387,7 @@ def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: 
             out2d = out2d.reshape(O, t1 - t0, Ho * Wo, B).transpose(1, 3, 0, 2)
         else:                                                     # (O, t*B*Ho*Wo) -> (t, B, O, Ho*Wo), a view
             out2d = out2d.reshape(O, t1 - t0, B, Ho * Wo).transpose(1, 2, 0, 3)
-        np.add(out2d, bias.reshape(O, 1), out=out[t0:t1])          # + b[o], in the same pass as the transposition
+        _transpose_into(out[t0:t1], out2d, bias.reshape(O, 1))    # + b[o], in the same pass as the transposition
     out = out.reshape(T, B, O, Ho, Wo)                            # (T, B, O, Ho*Wo) -> (T, B, O, Ho, Wo)
     return out, Conv2dCache(x=x, weight=weight, stride=s, padding=p)
 
@@ -411,10 +424,10 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_input_grad: bool 
         cols = _columns(x[t0:t1].astype(dtype, copy=False), k, s, p, batch_last, work)  # recomputed: see Conv2dCache
         if batch_last:
             dout2d = work.take("dout2d", (O, n, Ho * Wo, B), dtype)
-            np.copyto(dout2d.transpose(1, 3, 0, 2), dout_tb[t0:t1])    # (t, B, O, Ho*Wo) -> (O, t, Ho*Wo, B)
+            _transpose_into(dout2d.transpose(1, 3, 0, 2), dout_tb[t0:t1])   # (t, B, O, Ho*Wo) -> (O, t, Ho*Wo, B)
         else:
             dout2d = work.take("dout2d", (O, n, B, Ho * Wo), dtype)
-            np.copyto(dout2d.transpose(1, 2, 0, 3), dout_tb[t0:t1])    # (t, B, O, Ho*Wo) -> (O, t, B, Ho*Wo)
+            _transpose_into(dout2d.transpose(1, 2, 0, 3), dout_tb[t0:t1])   # (t, B, O, Ho*Wo) -> (O, t, B, Ho*Wo)
         dout2d = dout2d.reshape(O, -1)                            # -> (O, t*B*Ho*Wo) in the columns' order, no copy
         db += dout2d.sum(axis=1)                                  # eq. (C4)
         dW += dout2d @ cols.T                                     # eq. (C3): (O, ...) @ (..., C*k*k) -> (O, C*k*k)
