@@ -275,8 +275,8 @@ def _bptt(upstream: np.ndarray, cache: LIFCache, reset_grad: str, trace_tau: flo
             dS = memory.empty_like(g)                       # dL/dS_t = g_t / tau
         if pool is not None:
             da = memory.empty_like(g)                       # scale * dL/d(pooled a_t): dL/da_t of a window
-            sigma_tiles = pool.tiles(sigma_prime)           # (b, C, Ho, k, Wo, k) view
-            dS_tiles = dS[..., :, None, :, None]            # (b, C, Ho, 1, Wo, 1): the same dL/dS_t for a window
+            dS_full = memory.zeros(U_b.shape[1:], dU_b.dtype)   # dL/dS_t of every pixel; uncovered ones stay 0
+            rows = memory.empty((*g.shape[:-1], g.shape[-1] * pool.kernel), dU_b.dtype)   # spread_into's scratch
         for t in range(T - 1, -1, -1):
             np.subtract(U_b[t], theta, out=sigma_prime)
             cache.surrogate.grad_inplace(sigma_prime, scratch)     # eq. (10)
@@ -293,11 +293,9 @@ def _bptt(upstream: np.ndarray, cache: LIFCache, reset_grad: str, trace_tau: flo
                     g *= decay
                     g += da
                 np.multiply(g, inv_tau, out=dS)
-            if pool is None:
-                np.multiply(dS, sigma_prime, out=dU_b[t])          # eq. (7), spatial term
-            else:                                                   # the same, for every pixel of a window
-                np.multiply(dS_tiles, sigma_tiles, out=pool.tiles(dU_b[t]))
-                pool.zero_margins(dU_b[t])                          # pixels no window covers: dL/dS_t = 0
+            if pool is not None:                                    # the window's dL/dS_t on its every pixel
+                pool.spread_into(dS, dS_full, rows)
+            np.multiply(dS if pool is None else dS_full, sigma_prime, out=dU_b[t])   # eq. (7), spatial term
             if t == T - 1:                                          # dL/dU_{T+1} = 0
                 continue
             if reset_grad == "ignored":                             # dU_{t+1}/dU_t = beta
