@@ -575,16 +575,16 @@ def _scaled_pool_backward(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     _check_dout(dout, (T, B, C, Ho, Wo))
     dtype = _float_dtype(dout)
     if s == k:
-        # windows tile the (Ho*k, Wo*k) corner: every pixel there receives scale * its window's
-        # dout, written in one broadcasting multiply through a (.., Ho, k, Wo, k) view of it
+        # windows tile the (Ho*k, Wo*k) corner: every pixel there receives scale * its window's dout
         covered = Ho * k == H and Wo * k == W
         dx = memory.empty(cache.x_shape, dtype) if covered else \
             memory.zeros(cache.x_shape, dtype)                    # dropped rows/columns keep 0
-        tiles = dx[..., :Ho * k, :Wo * k]
-        tiles.shape = (T, B, C, Ho, k, Wo, k)                     # a view: raises rather than copy
+        pool = TiledPool(kernel=k, scale=cache.scale)
 
         def spread(b: slice) -> None:                             # samples b; d out / d x = scale in the window
-            np.multiply(dout[:, b, :, :, None, :, None], cache.scale, out=tiles[:, b])  # (.., Ho, 1, Wo, 1) -> every (u, v)
+            scaled = np.multiply(dout[:, b], cache.scale, dtype=dtype)   # (T, b, C, Ho, Wo)
+            rows = memory.empty((*scaled.shape[:-1], Wo * k), dtype)
+            pool.spread_into(scaled, dx[:, b], rows)
 
         for_each_chunk(spread, B, dx.size)
         return dx
