@@ -63,7 +63,8 @@ The copies and adds (im2col, col2im, pooling, the transpositions around the prod
 contiguous chunks of the batch or time axis in parallel threads (parallel.py): each output
 element is computed by the same operations whatever the chunking, so results do not depend on
 the number of threads. Every forward returns ``(out, cache)`` with a NamedTuple cache and every
-backward takes ``(dout, cache)``; nothing is kept between calls. ``conv2d_forward_slow`` and
+backward takes ``(dout, cache)``; no values are kept between calls (memory.py's pool keeps
+only the memory of large arrays for reuse). ``conv2d_forward_slow`` and
 ``pool_forward_slow`` are the loop oracles the tests hold the fast versions equal to.
 """
 
@@ -509,7 +510,7 @@ def _window_sums(x: np.ndarray, k: int, s: int, scale: float, out: np.ndarray,
     np.copyto(out, column_sums[..., rows[0], :])                  # (..., Ho, Wo)
     for u in rows[1:]:
         out += column_sums[..., u, :]                             # row u of every window
-    out *= scale
+    np.multiply(out, scale, out=out, dtype=out.dtype)             # in out's dtype, whatever the type of scale
 
 
 def _scaled_pool_forward(x, kernel, stride, scale_of_k) -> tuple[np.ndarray, PoolCache]:

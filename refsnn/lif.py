@@ -34,7 +34,8 @@ with ``parts=True`` it keeps the three terms apart (the same sum, up to rounding
 dL/da_t is given (bit for bit ``lif_backward(trace_backward(...))``, without storing dL/dS_t).
 
 Pure functions: every forward returns ``(out, cache)`` with a NamedTuple cache and every
-backward takes ``(upstream, cache)``; nothing is kept between calls. Only elementwise work sits
+backward takes ``(upstream, cache)``; no values are kept between calls (memory.py's pool
+keeps only the memory of large arrays for reuse). Only elementwise work sits
 in the loops over t, on one (B, ...) step at a time (small enough to stay in cache), written in
 place (``out=``). Samples are independent, so each loop runs on contiguous chunks of the batch
 in parallel threads (parallel.py; the results do not depend on the chunking). No autograd
@@ -48,7 +49,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import memory
-from .errors import check_choice
+from .errors import RefsnnError, check_choice
 from .conv import TiledPool
 from .parallel import for_each_chunk
 from .surrogates import Surrogate
@@ -145,14 +146,14 @@ def lif_forward(current: np.ndarray, params: NeuronParams, surrogate: Surrogate,
     current: (T, B, ...) the input current I_t = W a_in_t + b of every step.
     Returns S: (T, B, ...) (float, current's dtype) and the cache for ``lif_backward``; with
     ``trace_tau``, the trace a: (T, B, ...) of eq. (2) instead of S (``trace_forward(S, trace_tau)``
-    bit for bit, without storing S as floats); with ``pool`` too (average or sum pooling whose
+    bit for bit; the hard forward then keeps S as booleans only); with ``pool`` too (average or sum pooling whose
     windows tile the input, conv.TiledPool), the pooled trace (T, B, C, H//k, W//k) (bit for bit
     ``pool.forward(trace_forward(S, trace_tau))``): a_t then lives for one step only.
     Only elementwise work on one (B, ...) step sits in the loop, written in place (``out=``).
     """
     check_choice("forward", forward, FORWARDS)
     if pool is not None and trace_tau is None:
-        raise ValueError("pool needs trace_tau: pooling acts on the trace a_t of eq. (2)")
+        raise RefsnnError("pool needs trace_tau: pooling acts on the trace a_t of eq. (2)")
     beta = 1.0 - 1.0 / params.tau_m
     theta = params.theta
     hard = forward == "hard"
@@ -260,6 +261,9 @@ def _bptt(upstream: np.ndarray, cache: LIFCache, reset_grad: str, trace_tau: flo
     """
     U, S, beta, theta = cache.U, cache.S, cache.beta, cache.theta
     T = U.shape[0]
+    if pool is not None and (trace_tau is None or upstream.shape != pool.output_shape(U.shape)):
+        raise RefsnnError(f"with pool, upstream must be dL/d(pooled trace) of shape {pool.output_shape(U.shape)} "
+                          f"and trace_tau given; got shape {upstream.shape}, trace_tau {trace_tau}")
     dL_dU = memory.empty(U.shape, np.result_type(upstream.dtype, U.dtype))
     hard = S.dtype == bool
 
@@ -286,7 +290,7 @@ def _bptt(upstream: np.ndarray, cache: LIFCache, reset_grad: str, trace_tau: flo
                 if pool is None:
                     da = up_b[t]
                 else:                                               # pooling adjoint (P1 / P2)
-                    np.multiply(up_b[t], pool.scale, out=da)
+                    np.multiply(up_b[t], pool.scale, out=da, dtype=da.dtype)
                 if t == T - 1:
                     np.copyto(g, da)
                 else:

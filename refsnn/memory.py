@@ -11,14 +11,18 @@ its memory (MALLOC_MMAP_THRESHOLD_), MNIST's from 519 to 329 ms.
 
 How: ``empty(shape, dtype)`` hands out a view of a pooled flat buffer. The pool keeps every buffer
 it made; a buffer is free again when no array refers to it any more, and CPython's reference
-count says exactly that: every array derived from a pooled one (views, reshapes, slices) holds
-the buffer itself as its ``base``, so while any of them lives, the buffer's count stays above
-the pool's own references and it is never handed out twice. The arrays behave like
+count says exactly that: every array derived from a pooled one (views, reshapes, slices, and
+through their own bases strided views such as sliding_window_view) keeps a reference to the
+buffer's owning array, so while any of them lives, the buffer's count stays above the pool's own
+references and it is never handed out twice. Without ``sys.getrefcount`` (not CPython) the pool
+stays off. The arrays behave like
 ``np.empty``'s (uninitialised, C-contiguous, 64-byte aligned); they may be returned to callers
 and kept for as long as wanted. Small arrays (< MIN_BYTES) go to numpy directly: malloc reuses
-those without new pages. Free buffers of sizes no longer asked for are dropped once they add up
-to more than MAX_FREE_BYTES, so a change of batch size does not keep the old set forever;
-``clear()`` drops all free buffers now.
+those without new pages. The pool keeps its buffers after a call (that is the point: the next
+step reuses them); when it has to make a new buffer and the free ones add up to more than
+MAX_FREE_BYTES, it drops free ones (other sizes first), so a change of batch size does not keep
+the old set forever; ``clear()`` drops all free buffers now (a program that is done with refsnn
+and wants the memory back calls it).
 
 Results never depend on the pool (an ``np.empty`` in its place gives the same bits: nothing
 reads a pooled array before writing it). No autograd framework is imported here.
@@ -58,7 +62,7 @@ class _Buffer:
         return self.raw[self.start:self.start + self.nbytes].view(dtype).reshape(shape)
 
 
-_FREE = _Buffer(ALIGN).references()     # the count of a buffer no array refers to (2 on CPython)
+_FREE = _Buffer(ALIGN).references() if hasattr(sys, "getrefcount") else 0   # a buffer no array refers to: 2 on CPython
 
 
 class BufferPool:
@@ -67,7 +71,7 @@ class BufferPool:
     def __init__(self) -> None:
         self._buffers: dict[int, list[_Buffer]] = {}       # nbytes -> buffers of that size (in use or free)
         self._lock = threading.Lock()
-        self.enabled = True
+        self.enabled = hasattr(sys, "getrefcount")
 
     def empty(self, shape: Any, dtype: Any = np.float64) -> np.ndarray:
         """Like ``np.empty(shape, dtype)`` (C order), from the pool when the array is large."""

@@ -335,7 +335,7 @@ def fused_pool(spec: Spec, position: int) -> conv.TiledPool | None:
     layer = spec.layers[position + 1]
     if not isinstance(layer, Pool) or layer.kind == "max":
         return None
-    scale = 1.0 / (layer.size * layer.size) if layer.kind == "avg" else layer.weight
+    scale = 1.0 / (layer.size * layer.size) if layer.kind == "avg" else float(layer.weight)
     return conv.TiledPool(kernel=layer.size, scale=scale)
 
 
@@ -350,14 +350,13 @@ def network_forward(spec: Spec, params: Mapping[str, np.ndarray], x: np.ndarray,
     a = trace_forward(x, spec.neuron.tau_s) if spec.input_trace else x   # eq. (2) on the input if asked
     caches: list[Union[WeightedCache, PoolLayerCache]] = []
     n_weighted, i = len(spec.weighted), 0
-    pooled_below = False                                # the pooling was run in the LIF loop below
+    pooled_below = None                                 # the pooling run in the LIF loop below, if any
     for position, layer in enumerate(spec.layers):
         if isinstance(layer, Pool):
-            if pooled_below:                            # a is already pooled: keep its geometry for the backward
-                scale = 1.0 / (layer.size * layer.size) if layer.kind == "avg" else layer.weight
-                pool_cache = conv.PoolCache(x_shape=caches[-1].lif.U.shape, kernel=layer.size,
-                                            stride=layer.size, scale=scale)
-                pooled_below = False
+            if pooled_below is not None:                # a is already pooled: keep its geometry for the backward
+                pool_cache = conv.PoolCache(x_shape=caches[-1].lif.U.shape, kernel=pooled_below.kernel,
+                                            stride=pooled_below.kernel, scale=pooled_below.scale)
+                pooled_below = None
             else:
                 a, pool_cache = POOL_FORWARD[layer.kind](a, layer)      # (T, B, C, H, W) -> (T, B, C, H/p, W/p)
             caches.append(PoolLayerCache(pool_cache, layer.kind))
@@ -373,7 +372,7 @@ def network_forward(spec: Spec, params: Mapping[str, np.ndarray], x: np.ndarray,
             pool = fused_pool(spec, position)
             a, lif_cache = lif_forward(current, spec.neuron, spec.surrogate, spec.forward,
                                        trace_tau=spec.neuron.tau_s, pool=pool)
-            pooled_below = pool is not None
+            pooled_below = pool
         else:                                           # eq. (1), (3): the loss reads S
             S, lif_cache = lif_forward(current, spec.neuron, spec.surrogate, spec.forward)
         caches.append(WeightedCache(op_cache, lif_cache, in_shape))

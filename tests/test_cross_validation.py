@@ -64,8 +64,10 @@ def surrogate_floors(spec, x, ours, params):
     the far tail, where sigma' is ~1e-11 of its peak, keeps only ~1e-5 of its relative accuracy
     (and is 0 where 1 - sigma(z) rounds to 0): a gradient made only of such tails is then exact
     relative to the size its terms would have near threshold, not to its own tiny maximum. That
-    size is carried down from the output layer: layer i's dL/dS is at least as large in its terms
-    as the layer above's, max |dL/dS| * max sigma', times the largest column sum of |W| above.
+    size is carried down from the output layer: the terms of layer i's dL/dS can be up to the
+    layer above's size, max |dL/dS| * max sigma', times the largest column sum of its |W| (dense
+    weights: the only ones these tests use). Every framework is judged so: each writes its own
+    surrogate formula (snnTorch and SpikingJelly too), with the same kind of tail error.
     """
     surrogate = refsnn.make_surrogate(spec["surrogate"])
     peak = float(np.max(surrogate.grad(np.linspace(-3.0, 3.0, 6001))))

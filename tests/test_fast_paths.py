@@ -9,7 +9,8 @@
   with 3 (chunks forced down to single samples) returns identical arrays;
 - the fused LIF loops (eq. 2 and average / sum pooling inside ``lif_forward`` and
   ``trace_lif_backward``) are bit for bit the separate functions, and whole-network gradients
-  are the same with them (adjoints=False) and without them (adjoints=True).
+  are the same with the fused backward (adjoints=False) and with the separate backward
+  functions (adjoints=True; the forward is the fused one in both).
 """
 
 from __future__ import annotations
@@ -126,8 +127,24 @@ def test_fused_trace_and_pooling_are_the_separate_functions(T, B, C, H, W, k, ki
     np.testing.assert_array_equal(trace_lif_backward(dpooled, cache_p, tau_s, reset_grad, pool=pool), unfused)
 
 
+@pytest.mark.parametrize("scale", [1.1, np.float64(1.1), np.float32(1.1)])
+def test_fused_pooling_rounds_as_the_separate_functions_for_any_scale_type(rng, scale):
+    # a numpy float64 scale on float32 data must not compute in float64 in one path only
+    current = rng.normal(0.8, 1.0, size=(3, 2, 2, 6, 6)).astype(np.float32)
+    neuron, surrogate = NeuronParams(4.0, 2.0, 1.0), make_surrogate({"name": "sigmoid", "T": 0.4})
+    pool = conv.TiledPool(kernel=2, scale=scale)
+    pooled, cache_p = lif_forward(current, neuron, surrogate, trace_tau=2.0, pool=pool)
+    S, cache = lif_forward(current, neuron, surrogate)
+    reference, pool_cache = conv.sum_pool_forward(trace_forward(S, 2.0), 2, 1.1)
+    np.testing.assert_array_equal(pooled, reference)
+    dpooled = rng.standard_normal(pooled.shape).astype(np.float32)
+    np.testing.assert_array_equal(trace_lif_backward(dpooled, cache_p, 2.0, pool=pool),
+                                  trace_lif_backward(conv.sum_pool_backward(dpooled, pool_cache), cache, 2.0))
+
+
 @pytest.mark.parametrize("architecture, pooling", [("3C3-P2-4C2-5", "avg"), ("3C2-P3-5", "sum"),
-                                                   ("3C3-P2-4C2-P2-5", "avg"), ("P2-3C2-P2-5", "sum")])
+                                                   ("3C3-P2-4C2-P2-5", "avg"), ("P2-3C2-P2-5", "sum"),
+                                                   ("3C3-P2-P2-5", "avg"), ("3C3-P1-4C2-5", "sum")])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_network_gradients_are_the_same_fused_or_not(rng, architecture, pooling, dtype):
     # adjoints=True runs pooling, eq. (2) backwards and eq. (7)-(8) as separate functions

@@ -101,25 +101,27 @@ def test_threads_never_share_a_buffer():
     assert len(addresses) == len(taken) == 200
 
 
+@pytest.mark.parametrize("adjoints", [False, True])
 @pytest.mark.parametrize("architecture, pooling", [("4C3-P2-6", "avg"), ("3C3-4C3-P2-5", "max"), ("40-7", "avg")])
-def test_grad_is_the_same_with_and_without_the_pool(monkeypatch, rng, architecture, pooling):
+def test_grad_is_the_same_with_and_without_the_pool(monkeypatch, rng, architecture, pooling, adjoints):
     monkeypatch.setattr(memory, "MIN_BYTES", 64)     # pool even these small arrays
     fresh_pool(monkeypatch)
     shape = [12] if architecture == "40-7" else [2, 10, 10]
     spec = {"input_shape": shape, "architecture": architecture, "n_out": 3, "pooling": pooling,
             "neuron": {"tau_m": 4.0, "tau_s": 2.0, "theta": 0.3}}
-    xs = [rng.random((4, 3, *shape)) for _ in range(2)]
+    xs = [rng.random((4, 3, *shape)) for _ in range(3)]          # three different inputs
     target = (rng.random((4, 3, 3)) < 0.3).astype(float)
-    pooled = [refsnn.grad(spec, x, target, seed=1, adjoints=True) for x in xs]
+    pooled = [refsnn.grad(spec, x, target, seed=1, adjoints=adjoints) for x in xs[:2]]
     snapshot = [{k: np.copy(v) for k, v in result.items()} for result in pooled]
-    pooled.append(refsnn.grad(spec, xs[0], target, seed=1, adjoints=True))   # reuses what is free
+    pooled.append(refsnn.grad(spec, xs[2], target, seed=1, adjoints=adjoints))   # reuses what is free
     with memory.disabled():
-        plain = [refsnn.grad(spec, x, target, seed=1, adjoints=True) for x in xs]
-    for before, after, reference in zip(snapshot, pooled, plain):
-        assert before.keys() == reference.keys()
-        for key in reference:
+        plain = [refsnn.grad(spec, x, target, seed=1, adjoints=adjoints) for x in xs]
+    for before, after in zip(snapshot, pooled):
+        for key in before:                           # a wrong reuse would overwrite an earlier result
             np.testing.assert_array_equal(after[key], before[key], err_msg=f"{key} changed by a later call")
-            np.testing.assert_array_equal(after[key], reference[key], err_msg=key)
-    for key in plain[0]:
-        np.testing.assert_array_equal(pooled[2][key], plain[0][key], err_msg=key)
+    for result, reference in zip(pooled, plain):
+        assert result.keys() == reference.keys()
+        for key in reference:
+            np.testing.assert_array_equal(result[key], reference[key], err_msg=key)
+    assert not np.array_equal(plain[2]["grad/layers.0.weight"], plain[0]["grad/layers.0.weight"])
     assert memory.POOL.held_bytes() > 0
