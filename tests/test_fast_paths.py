@@ -170,11 +170,14 @@ def test_threads_change_nothing(monkeypatch, rng, pooling, forward, adjoints):
     x = (rng.random((5, 4, 2, 9, 9)) < 0.5).astype(float)
     labels = rng.integers(0, 3, size=4)
     params = {k: 3 * v for k, v in refsnn.init_params(refsnn.parse_spec(spec), 5).items()}
-    results = {}
+    results, splits = {}, []
+    real_chunks = parallel.chunks
+    monkeypatch.setattr(parallel, "chunks", lambda n, parts: splits.append(parts) or real_chunks(n, parts))
     for threads in ("1", "3"):
         monkeypatch.setenv("REFSNN_NUM_THREADS", threads)
         monkeypatch.setattr(parallel, "MIN_CHUNK_ELEMENTS", 1)     # split even these tiny arrays
         results[threads] = refsnn.grad(spec, x, labels, params, adjoints=adjoints)
+    assert splits and min(splits) >= 2 and max(splits) == 3      # "1" runs unsplit; "3" really split
     assert not adjoints or results["1"]["S/0"].any()
     for key, value in results["1"].items():
         np.testing.assert_array_equal(results["3"][key], value, err_msg=key)
