@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from hypothesis import strategies as st
 
+from refsnn.lif import FORWARDS, RESET_GRADS  # noqa: F401 (the modes the tests draw; re-exported)
 from validation.frameworks.common import relative_error
 
-RESET_GRADS = ("full", "detached", "ignored")
-FORWARDS = ("hard", "smooth")
 #: each surrogate's parameter name and the value the fixed cases use
 SURROGATE_PARAMS = {"sigmoid": ("T", 0.3), "fast_sigmoid": ("slope", 5.0), "atan": ("alpha", 2.0),
                     "triangle": ("alpha", 1.0), "rectangle": ("width", 1.0), "exponential": ("alpha", 2.0)}

@@ -42,7 +42,7 @@ from validation.frameworks import (norse_adapter, snntorch_adapter,  # noqa: E40
                                    spikingjelly_adapter)
 from validation.frameworks.common import (Unsupported, grad_keys, make_case,  # noqa: E402
                                           relative_error, spiking_case)
-from validation.jax_reference import RELAXED, hard_spike, jax_adjoints  # noqa: E402
+from validation.jax_reference import RELAXED, hard_spike, jax_adjoints, jax_grad  # noqa: E402
 
 torch.set_num_threads(1)          # tiny tensors; the test machine is shared
 
@@ -127,6 +127,20 @@ def test_jax_reference_by_hand(reset_grad):
     np.testing.assert_allclose(result["dL_dU/0"].ravel(), [dL_dU_1, dL_dU_2], rtol=1e-14)
     for key in ("grad/layers.0.weight", "grad/layers.0.bias"):
         assert result[key].ravel()[0] == pytest.approx(dL_dU_1 + dL_dU_2, rel=1e-14)
+
+
+def test_jax_grad_keys_and_values(rng):
+    """jax_grad returns exactly refsnn.grad's loss and gradient keys, float64, with refsnn's
+    values (two layers, smooth forward: every gradient is nonzero)."""
+    spec = make_spec("4-3", ("sigmoid", 0.3), "full", forward="smooth")
+    x, target, params = make_case(spec, 6, 2, rng)
+    theirs = jax_grad(spec, x, target, params)
+    ours = refsnn.grad(spec, x, target, params)
+    assert sorted(theirs) == sorted(grad_keys(spec))
+    for key in grad_keys(spec):
+        assert theirs[key].dtype == np.float64 and theirs[key].shape == np.shape(ours[key])
+        assert np.all(theirs[key] != 0.0), key
+    assert_agree(ours, theirs, grad_keys(spec), RTOL["jax"], "jax_grad")
 
 
 # ----------------------------------------------------------------------------- framework surrogates

@@ -30,8 +30,7 @@ from typing import Any
 import numpy as np
 
 import refsnn
-
-RESET_GRADS = ("full", "detached", "ignored")
+from refsnn.lif import RESET_GRADS
 ADAPTERS = ("snntorch_adapter", "spikingjelly_adapter", "norse_adapter")
 
 #: the case every row is measured on (T steps, B samples, a 5-7-3 network)

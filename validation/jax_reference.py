@@ -50,7 +50,6 @@ import numpy as np  # noqa: E402
 from refsnn import parse_spec  # noqa: E402
 
 DTYPE = jnp.float64
-RESET_GRADS = ("full", "detached", "ignored")
 
 
 # ----------------------------------------------------------------------------- surrogates

@@ -22,8 +22,6 @@ import refsnn
 from refsnn.network import Dense
 from validation.torch_reference import trace
 
-RESET_GRADS = ("full", "detached", "ignored")
-
 
 def grad_keys(spec: Any) -> list[str]:
     """refsnn.grad's keys for the loss and the gradients (every run also returns S/{i})."""
