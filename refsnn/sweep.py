@@ -34,7 +34,6 @@ import multiprocessing
 import os
 import re
 import signal
-import sys
 import tempfile
 import threading
 import time
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
 from .errors import RefsnnError
+from .progress import Progress
 
 PROGRESS_DELAY = 2.0      # seconds before the progress bar first appears (short runs stay quiet)
 
@@ -88,62 +88,6 @@ def load_finished(path: Path, point: Any) -> dict | None:
     if canonical_json(stored.get("point")) != canonical_json(point):
         return None
     return stored["result"]
-
-
-# ----------------------------------------------------------------------------- progress bar
-
-class Progress:
-    """A one-line progress bar on stderr, shown once a run has lasted ``delay`` seconds.
-
-    On a terminal the line is redrawn in place; otherwise (a log file) a line is printed at every
-    tenth of the work, so logs stay short.
-    """
-
-    def __init__(self, total: int, *, done: int = 0, label: str = "sweep", stream: TextIO | None = None,
-                 delay: float = PROGRESS_DELAY, enabled: bool = True):
-        self.total, self.done, self.label = total, done, label
-        self.stream = stream if stream is not None else sys.stderr
-        self.delay, self.enabled = delay, enabled and total > 0
-        self.start = time.monotonic()
-        self.first_done = done            # points reused from disk: excluded from the rate
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.shown = False
-        self.last_draw = 0.0
-        self.last_decile = -1
-
-    def _line(self) -> str:
-        elapsed = time.monotonic() - self.start
-        width = 30
-        filled = int(width * self.done / self.total)
-        bar = "#" * filled + "." * (width - filled)
-        computed = self.done - self.first_done
-        left = self.total - self.done
-        eta = f", ~{elapsed / computed * left:.0f}s left" if computed >= 5 and left else ""
-        return f"{self.label} [{bar}] {self.done}/{self.total} points, {elapsed:.0f}s{eta}"
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self.start < self.delay:
-            return
-        if self.tty:
-            if now - self.last_draw >= 0.2 or self.done == self.total:
-                self.stream.write("\r" + self._line())
-                self.stream.flush()
-                self.last_draw, self.shown = now, True
-        else:
-            decile = 10 * self.done // self.total
-            if decile != self.last_decile:
-                self.stream.write(self._line() + "\n")
-                self.stream.flush()
-                self.last_decile, self.shown = decile, True
-
-    def close(self) -> None:
-        if self.enabled and self.shown and self.tty:
-            self.stream.write("\r" + self._line() + "\n")
-            self.stream.flush()
 
 
 # ----------------------------------------------------------------------------- runners
@@ -261,7 +205,8 @@ def run_sweep(fn: Callable[[Any], dict], points: Sequence[Any], out_dir: str | o
         else:
             results[index] = stored
 
-    bar = Progress(len(points), done=len(points) - len(todo), label=label, stream=stream, enabled=progress)
+    bar = Progress(len(points), done=len(points) - len(todo), label=label, unit="points", stream=stream,
+                   delay=PROGRESS_DELAY, enabled=progress)
 
     def on_result(index: int, result: dict) -> None:
         record = {"point": points[index], "result": result}

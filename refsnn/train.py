@@ -60,6 +60,7 @@ from .errors import RefsnnError, check_choice
 from .losses import make_loss
 from .network import PRESETS, Spec, init_params, network_backward, network_forward, parse_spec
 from .optim import AdamState, OPTIMIZERS, adam_init
+from .progress import Progress
 
 ORDER_STREAM, ENCODE_STREAM = 1, 2
 CHECKPOINT = "checkpoint.npz"
@@ -270,45 +271,6 @@ def load_checkpoint(path: Path, config: TrainConfig) -> RunState:
                     elapsed=meta["elapsed"], resumed=meta["resumed"] + 1)
 
 
-# ----------------------------------------------------------------------------- progress
-
-class ProgressBar:
-    """One line on stderr: redrawn in place on a terminal, else printed every tenth of an epoch."""
-
-    def __init__(self, label: str, total: int, stream: TextIO | None = None, enabled: bool = True,
-                 in_place: bool | None = None):
-        self.label, self.total, self.enabled = label, total, enabled
-        self.stream = stream if stream is not None else sys.stderr
-        self.in_place = (bool(getattr(self.stream, "isatty", lambda: False)())
-                         if in_place is None else in_place)
-        self.start, self.first, self.last_draw, self.last_tenth = time.monotonic(), None, 0.0, -1
-
-    def update(self, done: int, text: str = "") -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if self.first is None:
-            self.first, self.start = done, now
-        rate = (now - self.start) / (done - self.first) if done > self.first else None
-        eta = f" ~{rate * (self.total - done):.0f}s left" if rate and done < self.total else ""
-        filled = int(20 * done / max(self.total, 1))
-        line = (f"{self.label} [{'#' * filled}{'.' * (20 - filled)}] {done}/{self.total} "
-                f"{now - self.start:.0f}s{eta} {text}")
-        if self.in_place:
-            if now - self.last_draw >= 0.2 or done == self.total:
-                self.stream.write("\r" + line.ljust(100)[:160])
-                if done == self.total:
-                    self.stream.write("\n")
-                self.stream.flush()
-                self.last_draw = now
-        else:
-            tenth = 10 * done // max(self.total, 1)
-            if tenth != self.last_tenth:
-                self.stream.write(line + "\n")
-                self.stream.flush()
-                self.last_tenth = tenth
-
-
 # ----------------------------------------------------------------------------- the loop
 
 def _stream(seed: int, *key: int) -> np.random.Generator:
@@ -371,11 +333,12 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, *, data_dir=No
     steps_this_call = 0
     while state.epoch < config.epochs:
         order = epoch_order(config, train_indices, state.epoch)
-        bar = ProgressBar(f"{label} epoch {state.epoch + 1}/{config.epochs}", steps_per_epoch, stream,
-                          progress, in_place)
+        bar = Progress(steps_per_epoch, done=state.step_in_epoch, stream=stream, enabled=progress,
+                       in_place=in_place, label=f"{label} epoch {state.epoch + 1}/{config.epochs}")
         for step in range(state.step_in_epoch, steps_per_epoch):
             if stop_after_steps is not None and steps_this_call >= stop_after_steps:
                 save()
+                bar.close()
                 return _result(config, spec, state, finished=False, wall=time.monotonic() - wall_start)
             batch = order[step * config.batch_size:(step + 1) * config.batch_size]
             rng = _stream(config.seed, ENCODE_STREAM, state.epoch, step)
@@ -393,10 +356,11 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, *, data_dir=No
             state.epoch_correct += int(np.sum(predict(S) == labels))
             state.epoch_seen += int(batch.size)
             steps_this_call += 1
-            bar.update(step + 1, f"loss {state.epoch_loss_sum / state.epoch_seen:.4g} "
+            bar.update(1, f"loss {state.epoch_loss_sum / state.epoch_seen:.4g} "
                                  f"acc {state.epoch_correct / state.epoch_seen:.3f}")
             if checkpoint is not None and time.monotonic() - last_save > checkpoint_seconds:
                 save()
+        bar.close()
         test = evaluate(spec, state.params, test_split, test_indices, config)
         state.history.append({"epoch": state.epoch + 1, "train_loss": state.epoch_loss_sum / state.epoch_seen,
                               "train_accuracy": state.epoch_correct / state.epoch_seen,
