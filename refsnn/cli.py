@@ -21,6 +21,7 @@ import sys
 import time
 
 from .errors import RefsnnError
+from .sweep import MAX_WORKERS_PER_CPU, max_workers
 
 
 class UsageError(Exception):
@@ -32,23 +33,29 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
+def _int_at_least(minimum: int, expected: str):
+    """An argparse type: an integer >= minimum, else an error saying ``expected``."""
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    return convert
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+_nonnegative_int = _int_at_least(0, "a non-negative integer")
+_positive_int = _int_at_least(1, "an integer >= 1")
+
+
+def _workers(text: str) -> int:
+    """--workers: 1 to sweep.max_workers() local processes."""
+    value = _positive_int(text)
+    if value > max_workers():
+        raise argparse.ArgumentTypeError(f"expected at most {max_workers()} local processes "
+                                         f"({MAX_WORKERS_PER_CPU} per CPU; --scheduler for more), got {text!r}")
     return value
 
 
@@ -95,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument("--lrs", type=_positive_float, nargs="+", default=None, metavar="LR",
                      help="learning rates (default 0.001 0.002 0.005 0.01 0.02 0.05; "
                           "0.002 0.005 0.02 with --quick)")
-    toy.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+    toy.add_argument("--workers", type=_workers, default=None, metavar="N",
                      help="local worker processes (default: the number of CPUs)")
     toy.add_argument("--scheduler", default=None, metavar="ADDR",
                      help="run the points on this Dask scheduler (e.g. tcp://host:8786) instead of local "
@@ -122,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     table2.add_argument("--reset-grad", nargs="+", default=["full", "detached"], metavar="MODE",
                         choices=("full", "detached", "ignored"),
                         help="reset modes to compare, the first against each other (default: full detached)")
-    table2.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+    table2.add_argument("--workers", type=_workers, default=None, metavar="N",
                         help="local worker processes (default: the number of CPUs)")
     table2.add_argument("--scheduler", default=None, metavar="ADDR",
                         help="run on this Dask scheduler (e.g. tcp://host:8786); needs refsnn[dask]")

@@ -16,7 +16,9 @@ fresh one.
 Where the work runs:
 - ``workers == 1``: in this process, one point after the other;
 - ``workers > 1`` (default ``os.cpu_count()``): a pool of local processes ("spawn" start method,
-  the same on every platform);
+  the same on every platform), at most MAX_WORKERS_PER_CPU per CPU (``max_workers()``): the
+  points are CPU-bound, so more processes only compete for the cores, and each one costs the
+  memory of a Python process with numpy loaded;
 - ``scheduler="tcp://host:8786"``: a Dask distributed cluster (the optional extra ``dask``,
   imported only here and only then). Workers need refsnn installed; results come back to this
   process, which alone writes the files, so the cluster needs no shared file system.
@@ -44,6 +46,12 @@ from .errors import RefsnnError
 from .progress import Progress
 
 PROGRESS_DELAY = 2.0      # seconds before the progress bar first appears (short runs stay quiet)
+MAX_WORKERS_PER_CPU = 4   # local worker processes allowed per CPU (module doc)
+
+
+def max_workers() -> int:
+    """The most local worker processes a sweep starts: MAX_WORKERS_PER_CPU per CPU."""
+    return MAX_WORKERS_PER_CPU * (os.cpu_count() or 1)
 
 
 # ----------------------------------------------------------------------------- point files
@@ -186,6 +194,9 @@ def run_sweep(fn: Callable[[Any], dict], points: Sequence[Any], out_dir: str | o
         workers = os.cpu_count() or 1
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise RefsnnError(f"workers must be an integer >= 1, got {workers!r}")
+    if scheduler is None and workers > max_workers():
+        raise RefsnnError(f"workers must be at most {max_workers()} ({MAX_WORKERS_PER_CPU} per CPU; use a Dask "
+                          f"scheduler for more), got {workers}")
     name = name or default_name
     out = Path(out_dir)
     try:

@@ -201,11 +201,21 @@ def test_sweep_returns_results_in_point_order_and_reuses_files(tmp_path, monkeyp
         sweep.run_sweep(square, points, tmp_path, name=lambda p: "same", workers=1)
 
 
+def test_sweep_refuses_more_local_processes_than_it_allows(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep.os, "cpu_count", lambda: 3)
+    assert sweep.max_workers() == 3 * sweep.MAX_WORKERS_PER_CPU
+    with pytest.raises(refsnn.RefsnnError, match=r"workers must be at most 12 \(4 per CPU; use a Dask scheduler for more\), got 13"):
+        sweep.run_sweep(square, [{"x": 1}], tmp_path / "out", workers=13)
+    assert not (tmp_path / "out").exists()                       # refused before anything is written
+    assert sweep.run_sweep(square, [{"x": 1}], tmp_path / "out", workers=12) == [{"value": 1}]
+
+
 # ----------------------------------------------------------------------------- user errors
 
 @pytest.mark.parametrize("args", [
     ["--lrs", "0"], ["--lrs", "0.01", "-1"], ["--lrs", "abc"], ["--lrs", "inf"], ["--repeats", "0"],
-    ["--workers", "0"], ["--workers", "two"], ["--seed", "-1"], ["--bogus"]])
+    ["--workers", "0"], ["--workers", "two"], ["--workers", str(sweep.max_workers() + 1)],
+    ["--workers", "99999999999999999999999"], ["--seed", "-1"], ["--bogus"]])
 def test_bad_options_exit_2_with_one_line(args, tmp_path, capsys):
     assert main(["reproduce", "toy", "--out", str(tmp_path / "out"), *args]) == 2
     captured = capsys.readouterr()
