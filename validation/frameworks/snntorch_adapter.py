@@ -200,7 +200,7 @@ DEFAULTS = (
             claimed_reset=None, surrogate="surrogate.atan(alpha=2) = refsnn atan(alpha=2)",
             note="the default reset_mechanism='subtract' resets by subtraction, U_t = beta U_{t-1} + "
                  "I_t - threshold S_{t-1}: a different forward from eq. (1), so no reset mode matches",
-            run=_default_run("subtract"), bar=float("inf")),
+            run=_default_run("subtract")),
 )
 
 LIMITATIONS = (
