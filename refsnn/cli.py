@@ -21,7 +21,7 @@ import sys
 import time
 
 from .errors import RefsnnError
-from .sweep import MAX_WORKERS_PER_CPU, max_workers
+from .sweep import check_workers
 
 
 class UsageError(Exception):
@@ -51,12 +51,11 @@ _positive_int = _int_at_least(1, "an integer >= 1")
 
 
 def _workers(text: str) -> int:
-    """--workers: 1 to sweep.max_workers() local processes."""
-    value = _positive_int(text)
-    if value > max_workers():
-        raise argparse.ArgumentTypeError(f"expected at most {max_workers()} local processes "
-                                         f"({MAX_WORKERS_PER_CPU} per CPU; --scheduler for more), got {text!r}")
-    return value
+    """--workers: what sweep.check_workers allows (checked here, before any data is loaded)."""
+    try:
+        return check_workers(_positive_int(text))
+    except RefsnnError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_float(text: str) -> float:

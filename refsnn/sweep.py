@@ -54,6 +54,16 @@ def max_workers() -> int:
     return MAX_WORKERS_PER_CPU * (os.cpu_count() or 1)
 
 
+def check_workers(workers: Any, local: bool = True) -> int:
+    """workers as an int in 1..max_workers() (any int >= 1 when not ``local``), else RefsnnError."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise RefsnnError(f"workers must be an integer >= 1, got {workers!r}")
+    if local and workers > max_workers():
+        raise RefsnnError(f"workers must be at most {max_workers()} ({MAX_WORKERS_PER_CPU} per CPU; use a Dask "
+                          f"scheduler for more), got {workers}")
+    return workers
+
+
 # ----------------------------------------------------------------------------- point files
 
 def canonical_json(value: Any) -> str:
@@ -190,13 +200,7 @@ def run_sweep(fn: Callable[[Any], dict], points: Sequence[Any], out_dir: str | o
     ``workers`` counts local processes (default ``os.cpu_count()``); it is ignored when
     ``scheduler`` (a Dask scheduler address) is given.
     """
-    if workers is None:
-        workers = os.cpu_count() or 1
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise RefsnnError(f"workers must be an integer >= 1, got {workers!r}")
-    if scheduler is None and workers > max_workers():
-        raise RefsnnError(f"workers must be at most {max_workers()} ({MAX_WORKERS_PER_CPU} per CPU; use a Dask "
-                          f"scheduler for more), got {workers}")
+    workers = check_workers(os.cpu_count() or 1 if workers is None else workers, local=scheduler is None)
     name = name or default_name
     out = Path(out_dir)
     try:

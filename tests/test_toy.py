@@ -208,6 +208,10 @@ def test_sweep_refuses_more_local_processes_than_it_allows(tmp_path, monkeypatch
         sweep.run_sweep(square, [{"x": 1}], tmp_path / "out", workers=13)
     assert not (tmp_path / "out").exists()                       # refused before anything is written
     assert sweep.run_sweep(square, [{"x": 1}], tmp_path / "out", workers=12) == [{"value": 1}]
+    assert sweep.check_workers(13, local=False) == 13            # a Dask cluster is not bounded by this CPU
+    for bad in (0, True, 2.0, "2"):
+        with pytest.raises(refsnn.RefsnnError, match="workers must be an integer >= 1"):
+            sweep.check_workers(bad, local=False)
 
 
 # ----------------------------------------------------------------------------- user errors
